@@ -1,0 +1,46 @@
+"""The exceptions of rtml, under one root.
+
+    RtmlError
+    ├── ConfigError            settings or arguments are wrong; fix the configuration
+    ├── ServiceError           a service (Kafka, Redis, Ray, Java, Maven) is missing or unreachable
+    │   └── ServiceUnavailable     reachable later, perhaps: ``retriable`` is True
+    └── InvalidEvent           an event failed its contract; carries the dead-letter reason
+
+Library errors are translated into these at the boundary (``raise ... from exc``), so the CLI can
+print one clear line for every expected failure and callers can decide on ``retriable``.
+"""
+
+from __future__ import annotations
+
+
+class RtmlError(Exception):
+    """Root of every error rtml raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(RtmlError):
+    """The configuration or a command-line argument is invalid."""
+
+
+class ServiceError(RtmlError):
+    """A service rtml needs is missing, misconfigured or failed."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(f"{service}: {message}")
+        self.service = service
+
+
+class ServiceUnavailable(ServiceError):
+    """A service did not answer in time; trying again later may work."""
+
+    retriable = True
+
+
+class InvalidEvent(RtmlError):
+    """An event broke its contract. ``reason`` is the dead-letter reason (a short slug)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message

@@ -1,0 +1,284 @@
+"""The one typed settings object of an rtml process.
+
+Built once (``load_settings``) from, in order of precedence: explicit overrides, environment
+variables, a TOML config file, defaults. Passed down explicitly; business code never reads the
+environment itself.
+
+Environment names are the field names in upper case. The connection settings use the names
+operators already know (``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``, ``RAY_ADDRESS``); everything
+rtml-specific starts with ``RTML_``. Nested sections use ``__``, e.g.
+``RTML_TOPICS__TRANSACTIONS__PARTITIONS=16``.
+
+The config file is ``$RTML_CONFIG`` if set, else ``rtml.toml`` in the working directory if it
+exists. Its keys are the field names (``kafka_bootstrap_servers = "..."``,
+``[rtml_topics.transactions]``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+DEFAULT_KAFKA = "127.0.0.1:9092"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+KAFKA_VERSION = "4.4.0"
+
+
+class TopicSpec(BaseModel):
+    """One Kafka topic: its name, partition count and topic-level configs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=1, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+def _topic(name: str, partitions: int = 1, **config: str) -> Any:
+    return Field(default_factory=lambda: TopicSpec(name=name, partitions=partitions, config=config))
+
+
+class Topics(BaseModel):
+    """Every topic rtml reads or writes. Partitions are the unit of parallelism."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transactions: TopicSpec = _topic("transactions", 8)
+    user_events: TopicSpec = _topic("user-events", 8)
+    user_profiles: TopicSpec = _topic("user-profiles", 8, **{"cleanup.policy": "compact"})
+    fraud_scores: TopicSpec = _topic("fraud-scores", 8)
+    fraud_alerts: TopicSpec = _topic("fraud-alerts", 1)
+    recommendations: TopicSpec = _topic("recommendations", 8)
+    dead_letter: TopicSpec = _topic("dead-letter", 1)
+    ops_alerts: TopicSpec = _topic("ops-alerts", 1)
+    fraud_labels: TopicSpec = _topic("fraud-labels", 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        """A partial override (``RTML_TOPICS__X__PARTITIONS=16``) keeps the other keys."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            value = data.get(name)
+            if isinstance(value, dict) and field.default_factory is not None:
+                default = field.default_factory()  # type: ignore[call-arg]
+                merged[name] = {**default.model_dump(), **value}
+        return merged
+
+    def all(self) -> list[TopicSpec]:
+        return [getattr(self, name) for name in type(self).model_fields]
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _default_home(kind: str, env: str, fallback: str) -> Path:
+    base = os.environ.get(env)
+    return Path(base) / "rtml" if base else Path.home() / fallback / "rtml" / kind
+
+
+class Settings(BaseSettings):
+    """Connection, topic and local-stack settings. Frozen: build a new one to change it."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+        env_nested_delimiter="__",
+        populate_by_name=True,
+    )
+
+    # Kafka. SASL/SSL settings pass straight through to the aiokafka clients.
+    kafka_bootstrap_servers: str = DEFAULT_KAFKA
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_client_id: str = "rtml"
+    kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # Whether `rtml infra up` runs a local broker for this address. None: yes when the bootstrap
+    # address is one loopback host:port (the broker then listens there).
+    kafka_managed: bool | None = None
+    kafka_controller_port: int = Field(default=9093, gt=0, lt=65536)
+
+    # Redis: the online feature store. A rediss:// URL turns TLS on.
+    redis_url: str = DEFAULT_REDIS
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_certs: Path | None = None
+    # Whether `rtml infra up` runs a local redis-server. None: yes for a loopback redis:// URL.
+    redis_managed: bool | None = None
+
+    # Ray. None starts a local Ray instance with ray_num_cpus logical CPUs.
+    ray_address: str | None = None
+    ray_num_cpus: int = Field(default=8, ge=1)
+
+    # rtml itself.
+    rtml_topics: Topics = Field(default_factory=Topics)
+    rtml_state_dir: Path = Field(
+        default_factory=lambda: _default_home("state", "XDG_STATE_HOME", ".local/state").parent
+    )
+    rtml_cache_dir: Path = Field(
+        default_factory=lambda: _default_home("cache", "XDG_CACHE_HOME", ".cache").parent
+    )
+    rtml_max_record_bytes: int = Field(default=64 * 1024, ge=256)
+    rtml_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("must name at least one host:port")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return ",".join(servers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> Settings:
+        sasl = (self.kafka_sasl_mechanism, self.kafka_sasl_username, self.kafka_sasl_password)
+        if self.kafka_security_protocol.startswith("SASL_") and not all(sasl):
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                "kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    # Derived locations of the local stack.
+    @property
+    def kafka_data_dir(self) -> Path:
+        return self.rtml_state_dir / "kafka"
+
+    @property
+    def redis_data_dir(self) -> Path:
+        return self.rtml_state_dir / "redis"
+
+    @property
+    def kafka_libs_dir(self) -> Path:
+        return self.rtml_cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    @property
+    def kafka_is_managed(self) -> bool:
+        """True when the local stack runs the broker (`rtml infra up` starts and stops it)."""
+        if self.kafka_managed is not None:
+            return self.kafka_managed
+        servers = self.kafka_bootstrap_servers.split(",")
+        return len(servers) == 1 and servers[0].rpartition(":")[0] in _LOOPBACK
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap_servers.split(",")[0].rpartition(":")[2])
+
+    @property
+    def redis_is_managed(self) -> bool:
+        if self.redis_managed is not None:
+            return self.redis_managed
+        parsed = urlsplit(self.redis_url)
+        return parsed.scheme == "redis" and parsed.hostname in _LOOPBACK
+
+    @property
+    def redis_port(self) -> int:
+        return urlsplit(self.redis_url).port or 6379
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by every aiokafka client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+            "client_id": self.kafka_client_id,
+            "request_timeout_ms": self.kafka_request_timeout_ms,
+        }
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None  # checked by _check_sasl
+            kwargs |= {
+                "sasl_mechanism": self.kafka_sasl_mechanism,
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": self.kafka_sasl_password.get_secret_value(),
+            }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+            )
+        return kwargs
+
+    def redis_client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.redis_password is not None:
+            kwargs["password"] = self.redis_password.get_secret_value()
+        if self.redis_ssl_ca_certs is not None:
+            kwargs["ssl_ca_certs"] = str(self.redis_ssl_ca_certs)
+        return kwargs
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("RTML_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"RTML_CONFIG={explicit} does not exist")
+        return path
+    local = Path("rtml.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the process's settings; raises ``rtml.errors.ConfigError`` with every problem."""
+    from pydantic import ValidationError
+
+    from rtml.errors import ConfigError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
