@@ -98,7 +98,7 @@ def test_rtml_toml_in_working_directory_is_read(tmp_path: Path) -> None:
         ({"rtml_topics": {"transactions": {"name": "bad name!"}}}, "name"),
     ],
 )
-def test_invalid_settings_raise_config_error_naming_the_field(overrides: dict, fragment: str) -> None:
+def test_invalid_settings_name_the_field(overrides: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(**overrides)
     assert fragment in str(info.value)
