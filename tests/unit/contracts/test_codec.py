@@ -180,7 +180,12 @@ def test_dead_letter_keeps_the_raw_bytes_losslessly() -> None:
         assert decoded.error.kind == "malformed_json"
         assert decoded.key == "card-1"
     binary = dead_letter(
-        source_topic="t", partition=0, offset=0, key=None, value=b"\xff", error=InvalidEvent("x", "")
+        source_topic="t",
+        partition=0,
+        offset=0,
+        key=None,
+        value=b"\xff",
+        error=InvalidEvent("x", ""),
     )
     assert binary.payload_encoding == "base64"
     assert base64.b64decode(binary.payload or "") == b"\xff"
