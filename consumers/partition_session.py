@@ -1,0 +1,181 @@
+"""Exactly-once processing of one input partition, Kafka-Streams style.
+
+An actor that owns input partition p holds a ``PartitionSession`` for it:
+
+- a transactional producer whose id is fixed per input partition
+  (``{group}-{topic}-{p}``). Starting it fences any zombie that still thinks it owns p, and
+  waits for that zombie's open transaction to be aborted or completed (aiokafka's
+  ``send_offsets_to_transaction`` takes only a group id, so per-partition ids are how we fence);
+- the partition's keyed state, restored from partition p of a compacted changelog topic;
+- the input offset to resume from, read from the group's committed offsets *after* fencing.
+
+Each micro-batch's outputs, its changelog records (the new state of every key it touched) and
+the input offsets are written in one Kafka transaction. After a crash the new owner restores
+the state as of the last committed transaction and resumes at the matching offset: every event
+counts exactly once in the state, and a read_committed reader sees each output exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from consumers.kafka_io import KeyPartitioner, Outbox, make_consumer, make_producer
+from rtml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class OutRecord:
+    """One output record. ``partition`` None means: Kafka's default partitioner on ``key``."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    partition: int | None = None
+
+
+class PartitionProcessor(Protocol):
+    """The keyed state and logic of one input partition (features; scoring sits on top)."""
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record (the latest state of ``key``, None: no state)."""
+
+    def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
+        """The serialized state of every key touched since the last drain (None: expired)."""
+
+
+@dataclass
+class PartitionSession:
+    tp: TopicPartition
+    producer: AIOKafkaProducer
+    processor: PartitionProcessor
+    next_offset: int
+    changelog_topic: str | None
+    restored_keys: int = 0
+    restore_seconds: float = 0.0
+    batches: int = 0
+    records: int = 0
+    _partitioner: KeyPartitioner = field(default_factory=KeyPartitioner)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        group_id: str,
+        tp: TopicPartition,
+        changelog_topic: str | None,
+        new_processor: Callable[[int], PartitionProcessor],
+        consumer: AIOKafkaConsumer,
+    ) -> PartitionSession:
+        started = time.monotonic()
+        producer = make_producer(settings, transactional_id=f"{group_id}-{tp.topic}-{tp.partition}")
+        await producer.start()  # InitProducerId: fences zombies of this partition
+        try:
+            processor = new_processor(tp.partition)
+            restored = 0
+            if changelog_topic is not None:
+                restored = await restore_changelog(
+                    settings, TopicPartition(changelog_topic, tp.partition), processor
+                )
+            committed = await consumer.committed(tp)
+        except BaseException:
+            await producer.stop()
+            raise
+        next_offset = committed if committed is not None else await _earliest(consumer, tp)
+        consumer.seek(tp, next_offset)
+        session = cls(
+            tp=tp,
+            producer=producer,
+            processor=processor,
+            next_offset=next_offset,
+            changelog_topic=changelog_topic,
+            restored_keys=restored,
+            restore_seconds=time.monotonic() - started,
+        )
+        log.info(
+            "partition %s ready: %d keys restored in %.2fs, resuming at offset %d",
+            tp,
+            restored,
+            session.restore_seconds,
+            next_offset,
+        )
+        return session
+
+    async def commit(
+        self,
+        group_id: str,
+        outputs: Iterable[OutRecord],
+        next_offset: int,
+        partition_counts: dict[str, int],
+    ) -> None:
+        """Write outputs, changelog and the input offset in one transaction."""
+        now_ms = time.time_ns() // 1_000_000
+        async with self.producer.transaction():
+            outbox = Outbox(self.producer)
+            for record in outputs:
+                partition = record.partition
+                if partition is None:
+                    if record.key is None:
+                        raise ValueError(f"output to {record.topic} needs a key or a partition")
+                    partition = self._partitioner(record.key, partition_counts[record.topic])
+                outbox.add(record.topic, partition, record.key, record.value, record.timestamp_ms)
+            if self.changelog_topic is not None:
+                for key, value in self.processor.drain_changelog():
+                    outbox.add(self.changelog_topic, self.tp.partition, key, value, now_ms)
+            await outbox.send()
+            await self.producer.send_offsets_to_transaction({self.tp: next_offset}, group_id)
+        self.next_offset = next_offset
+        self.batches += 1
+
+    async def close(self) -> None:
+        await self.producer.stop()
+
+
+async def _earliest(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    offsets = await consumer.beginning_offsets([tp])
+    return offsets[tp]
+
+
+async def restore_changelog(
+    settings: Settings, tp: TopicPartition, processor: PartitionProcessor
+) -> int:
+    """Replay a changelog partition (read_committed, to its end) into ``processor``.
+
+    Only the last record per key matters (it is compacted), so records are folded first and
+    each key is restored once. Returns the number of keys with state.
+    """
+    reader = make_consumer(settings, group_id=None, read_committed=True, max_poll_records=10_000)
+    await reader.start()
+    try:
+        reader.assign([tp])
+        end = (await reader.end_offsets([tp]))[tp]
+        await reader.seek_to_beginning(tp)
+        latest: dict[bytes, bytes | None] = {}
+        while await reader.position(tp) < end:
+            batch = await reader.getmany(tp, timeout_ms=1_000)
+            for record in batch.get(tp, ()):
+                if record.key is not None:
+                    latest[record.key] = record.value
+    finally:
+        await reader.stop()
+    restored = 0
+    for key, value in latest.items():
+        processor.restore(key, value)
+        restored += value is not None
+    return restored
+
+
+def records_after(records: Sequence[ConsumerRecord], next_offset: int) -> Sequence[ConsumerRecord]:
+    """Drop records before ``next_offset`` (a fetch that raced a seek may deliver them)."""
+    if not records or records[0].offset >= next_offset:
+        return records
+    return [r for r in records if r.offset >= next_offset]

@@ -1,0 +1,16 @@
+"""The pipelines consumer actors run, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consumers.runner import Pipeline
+    from rtml.settings import Settings
+
+
+def factories() -> dict[str, Callable[[Settings], Pipeline]]:
+    from consumers.pipelines.profiles import ProfilesPipeline
+
+    return {"profiles": ProfilesPipeline}

@@ -1,0 +1,264 @@
+"""The consume loop of one consumer actor: poll a micro-batch, process it, commit it.
+
+The loop owns group membership and the partition sessions (exactly-once state and
+transactions, see ``partition_session``); a ``Pipeline`` owns what happens to the records.
+One poll batch becomes one ``Pipeline.process`` call (one model call, one Redis pipeline), then
+one transaction per input partition in the batch, committed concurrently.
+
+Backpressure: the loop does not poll again until the batch is committed, so a slow downstream
+stage slows consumption instead of filling memory; the fetcher's buffer is bounded by
+``fetch_max_bytes``. Lag grows in Kafka, where it is cheap and visible.
+
+Failures: a batch that cannot be committed (broker down, fenced, Redis down) is aborted, every
+owned partition is reopened from its changelog and committed offset, and the loop retries with
+backoff. The in-memory state is never trusted past a failed commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from consumers.kafka_io import make_consumer
+from consumers.partition_session import (
+    OutRecord,
+    PartitionProcessor,
+    PartitionSession,
+    records_after,
+)
+from rtml.errors import RtmlError
+from rtml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    """The records of one input partition in a poll batch, and that partition's processor."""
+
+    partition: int
+    processor: PartitionProcessor
+    records: Sequence[ConsumerRecord]
+
+
+class Pipeline(Protocol):
+    """What a consumer group does with its input: features, scoring, online store, outputs."""
+
+    group_id: str
+    input_topic: str
+    changelog_topic: str | None  # None: a stateless pipeline
+
+    def new_processor(self, partition: int) -> PartitionProcessor: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
+        """Process one poll batch; returns the output records per input partition.
+
+        Bad records become dead-letter outputs; raising means the whole batch failed (an
+        unavailable service) and will be retried from committed state.
+        """
+        ...
+
+    def on_idle(self, processors: dict[int, PartitionProcessor], now_ms: int) -> None:
+        """Called between polls: lets idle partitions advance their watermark."""
+        ...
+
+    def output_partitions(self) -> dict[str, int]:
+        """Partition count of every output topic (for keyed outputs)."""
+        ...
+
+
+@dataclass
+class RunnerStats:
+    records: int = 0
+    batches: int = 0
+    failures: int = 0
+    recoveries: int = 0
+    last_batch_size: int = 0
+    last_batch_seconds: float = 0.0
+    started_at: float = field(default_factory=time.time)
+    lag: dict[int, int] = field(default_factory=dict)
+    restore_seconds: dict[int, float] = field(default_factory=dict)
+
+
+class ConsumerRunner(ConsumerRebalanceListener):
+    """Runs one group member until ``stop()``; partitions rebalance as members come and go."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        *,
+        max_poll_records: int = 5_000,
+        poll_timeout_ms: int = 100,
+    ) -> None:
+        self._settings = settings
+        self._pipeline = pipeline
+        self._max_poll_records = max_poll_records
+        self._poll_timeout_ms = poll_timeout_ms
+        self._assigned: set[int] = set()  # by the group; a session exists once restored
+        self._sessions: dict[int, PartitionSession] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener_error: BaseException | None = None
+        self.stats = RunnerStats()
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(self._assigned)
+
+    def stop(self) -> None:
+        """Ask the loop to finish its in-flight batch, commit it and leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        pipeline = self._pipeline
+        consumer = make_consumer(
+            self._settings,
+            group_id=pipeline.group_id,
+            max_poll_records=self._max_poll_records,
+        )
+        self._consumer = consumer
+        await pipeline.start()
+        try:
+            await consumer.start()
+            consumer.subscribe([pipeline.input_topic], listener=self)
+            backoff = 0.5
+            while not self._stopping.is_set():
+                try:
+                    await self._poll_once(consumer)
+                    backoff = 0.5
+                except (KafkaError, RtmlError, OSError) as exc:
+                    self.stats.failures += 1
+                    log.warning("batch failed (%s); recovering from committed state", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    await self._recover(consumer)
+        finally:
+            async with self._lock:
+                await self._close_sessions(list(self._sessions))
+            await consumer.stop()  # leaves the group: the others take over at once
+            await pipeline.stop()
+
+    async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        if self._listener_error is not None:
+            error, self._listener_error = self._listener_error, None
+            raise RtmlError(f"partition assignment failed: {error}") from error
+        missing = sorted(self._assigned - self._sessions.keys())
+        if missing:
+            async with self._lock:
+                await self._open_sessions(consumer, missing)
+        polled = await consumer.getmany(
+            timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records
+        )
+        async with self._lock:
+            batches = []
+            for tp, records in polled.items():
+                session = self._sessions.get(tp.partition)
+                if session is None:  # revoked while the fetch was in flight
+                    continue
+                records = records_after(records, session.next_offset)
+                if records:
+                    batches.append(PartitionBatch(tp.partition, session.processor, records))
+            now_ms = time.time_ns() // 1_000_000
+            self._pipeline.on_idle({p: s.processor for p, s in self._sessions.items()}, now_ms)
+            if not batches:
+                self._update_lag(consumer)
+                return
+            started = time.perf_counter()
+            outputs = await self._pipeline.process(batches)
+            counts = self._pipeline.output_partitions()
+            await asyncio.gather(
+                *(
+                    self._sessions[b.partition].commit(
+                        self._pipeline.group_id,
+                        outputs.get(b.partition, ()),
+                        b.records[-1].offset + 1,
+                        counts,
+                    )
+                    for b in batches
+                )
+            )
+            size = sum(len(b.records) for b in batches)
+            self.stats.records += size
+            self.stats.batches += 1
+            self.stats.last_batch_size = size
+            self.stats.last_batch_seconds = time.perf_counter() - started
+            self._update_lag(consumer)
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for partition, session in self._sessions.items():
+            highwater = consumer.highwater(session.tp)
+            if highwater is not None:
+                self.stats.lag[partition] = max(0, highwater - session.next_offset)
+
+    async def _recover(self, consumer: AIOKafkaConsumer) -> None:
+        """Drop every session; the next poll reopens them from changelog and committed offset."""
+        async with self._lock:
+            await self._close_sessions(list(self._sessions))
+            self.stats.recoveries += 1
+
+    async def _open_sessions(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> None:
+        topic = self._pipeline.input_topic
+        tps = [TopicPartition(topic, p) for p in partitions if p in self._assigned]
+        if not tps:
+            return
+        consumer.pause(*tps)  # nothing is processed before its state is restored
+        opened = await asyncio.gather(
+            *(
+                PartitionSession.open(
+                    self._settings,
+                    group_id=self._pipeline.group_id,
+                    tp=tp,
+                    changelog_topic=self._pipeline.changelog_topic,
+                    new_processor=self._pipeline.new_processor,
+                    consumer=consumer,
+                )
+                for tp in tps
+            ),
+            return_exceptions=True,
+        )
+        errors = [result for result in opened if isinstance(result, BaseException)]
+        for result in opened:
+            if isinstance(result, PartitionSession):
+                self._sessions[result.tp.partition] = result
+                self.stats.restore_seconds[result.tp.partition] = result.restore_seconds
+                consumer.resume(result.tp)
+        if errors:
+            raise RtmlError(f"could not open {len(errors)} partition(s): {errors[0]}") from errors[
+                0
+            ]
+
+    async def _close_sessions(self, partitions: list[int]) -> None:
+        sessions = [self._sessions.pop(p) for p in partitions if p in self._sessions]
+        for partition in partitions:
+            self.stats.lag.pop(partition, None)
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+    # ConsumerRebalanceListener: aiokafka awaits these around every rebalance.
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:  # the in-flight batch commits first
+            self._assigned -= {tp.partition for tp in revoked}
+            await self._close_sessions([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self._consumer is not None
+        async with self._lock:
+            self._assigned |= {tp.partition for tp in assigned}
+            new = [tp.partition for tp in assigned if tp.partition not in self._sessions]
+            try:
+                await self._open_sessions(self._consumer, new)
+            except (KafkaError, RtmlError, OSError) as exc:
+                # aiokafka swallows listener errors; hand it to the loop, which recovers.
+                self._listener_error = exc

@@ -1,0 +1,169 @@
+"""The Redis online feature store: latest feature values per entity, for serving and for people.
+
+Key layout (``{ns}`` is the namespace, ``rtml`` by default)::
+
+    {ns}:{group}:{entity}   HASH  v = features (JSON object, name -> number/null/list)
+                                  t = event_time (ms) of the event that produced them
+                                  w = written_at (ms), when the consumer wrote them
+                            TTL   ``ttl_ms`` after the last write (inactive entities expire)
+
+``group`` is a feature group: ``fraud`` (entity card_id), ``recsys`` (user_id),
+``profile`` (user_id, the materialized user-profiles table).
+
+Writes are guarded by a server-side script: a row whose event_time is older than the stored
+one never overwrites it, so replays and out-of-order events cannot make features go back in
+time. A batch of writes or reads is one round trip (a pipeline of chunked script calls or
+HMGETs). Redis errors become ``ServiceUnavailable`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from rtml.errors import ServiceUnavailable
+from rtml.settings import Settings
+
+# KEYS: n row keys. ARGV: ttl_ms, written_at, then (event_time, payload) per key.
+# Returns how many rows were written (the others were older than what is stored).
+_GUARDED_WRITE = """
+local ttl = tonumber(ARGV[1])
+local written_at = ARGV[2]
+local written = 0
+for i, key in ipairs(KEYS) do
+  local t = tonumber(ARGV[1 + 2 * i])
+  local stored = tonumber(redis.call('HGET', key, 't'))
+  if stored == nil or stored <= t then
+    redis.call('HSET', key, 'v', ARGV[2 + 2 * i], 't', ARGV[1 + 2 * i], 'w', written_at)
+    written = written + 1
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+return written
+"""
+
+# KEYS: n row keys. ARGV: event_time per key. Deletes only rows not newer than the tombstone.
+_GUARDED_DELETE = """
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  local stored = tonumber(redis.call('HGET', key, 't'))
+  if stored ~= nil and stored <= tonumber(ARGV[i]) then
+    redis.call('DEL', key)
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
+
+CHUNK = 500  # keys per script call: keeps each call short so Redis stays responsive
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A stored row: the features as written, and their times (for freshness)."""
+
+    payload: bytes
+    event_time: int
+    written_at: int
+
+
+def connect_redis(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=5.0,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+        **settings.redis_client_kwargs(),
+    )
+
+
+class OnlineStore:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = "rtml",
+        ttl_ms: int = 26 * 3600 * 1000,
+    ) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._ttl_ms = ttl_ms
+        self._write = client.register_script(_GUARDED_WRITE)
+        self._delete = client.register_script(_GUARDED_DELETE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: object) -> OnlineStore:
+        return cls(connect_redis(settings), **kwargs)  # type: ignore[arg-type]
+
+    def key(self, group: str, entity: str) -> str:
+        return f"{self._namespace}:{group}:{entity}"
+
+    async def write(self, group: str, rows: Sequence[tuple[str, int, bytes]]) -> int:
+        """Write (entity, event_time, payload) rows; returns how many were newer and written."""
+        if not rows:
+            return 0
+        written_at = str(time.time_ns() // 1_000_000)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(rows), CHUNK):
+                    chunk = rows[start : start + CHUNK]
+                    keys = [self.key(group, entity) for entity, _, _ in chunk]
+                    args: list[object] = [self._ttl_ms, written_at]
+                    for _, event_time, payload in chunk:
+                        args.append(event_time)
+                        args.append(payload)
+                    await self._write(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise ServiceUnavailable("redis", f"online store write failed: {exc}") from exc
+        return int(sum(results))
+
+    async def delete(self, group: str, rows: Sequence[tuple[str, int]]) -> int:
+        """Delete (entity, as_of_event_time) rows unless a newer row is stored."""
+        if not rows:
+            return 0
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for start in range(0, len(rows), CHUNK):
+                    chunk = rows[start : start + CHUNK]
+                    await self._delete(
+                        keys=[self.key(group, entity) for entity, _ in chunk],
+                        args=[event_time for _, event_time in chunk],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise ServiceUnavailable("redis", f"online store delete failed: {exc}") from exc
+        return int(sum(results))
+
+    async def read(self, group: str, entities: Sequence[str]) -> list[Row | None]:
+        """The stored rows of ``entities`` in order (None where absent), in one round trip."""
+        if not entities:
+            return []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entity in entities:
+                    pipe.hmget(self.key(group, entity), "v", "t", "w")
+                results = await pipe.execute()
+        except RedisError as exc:
+            raise ServiceUnavailable("redis", f"online store read failed: {exc}") from exc
+        rows: list[Row | None] = []
+        for payload, event_time, written_at in results:
+            if payload is None:
+                rows.append(None)
+            else:
+                rows.append(Row(payload, int(event_time), int(written_at)))
+        return rows
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            raise ServiceUnavailable("redis", f"not reachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
