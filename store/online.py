@@ -102,13 +102,26 @@ class OnlineStore:
     def key(self, group: str, entity: str) -> str:
         return f"{self._namespace}:{group}:{entity}"
 
-    async def write(self, group: str, rows: Sequence[tuple[str, int, bytes]]) -> int:
-        """Write (entity, event_time, payload) rows; returns how many were newer and written."""
+    async def write(
+        self, group: str, rows: Sequence[tuple[str, int, bytes]], *, guarded: bool = True
+    ) -> int:
+        """Write (entity, event_time, payload) rows; returns how many were written.
+
+        Guarded (the default), a row older than the stored one is skipped. Unguarded, the last
+        write wins: for tables whose truth is log order (the compacted profiles topic).
+        """
         if not rows:
             return 0
         written_at = str(time.time_ns() // 1_000_000)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
+                if not guarded:
+                    for entity, event_time, payload in rows:
+                        key = self.key(group, entity)
+                        pipe.hset(key, mapping={"v": payload, "t": event_time, "w": written_at})
+                        pipe.pexpire(key, self._ttl_ms)
+                    await pipe.execute()
+                    return len(rows)
                 for start in range(0, len(rows), CHUNK):
                     chunk = rows[start : start + CHUNK]
                     keys = [self.key(group, entity) for entity, _, _ in chunk]

@@ -1,7 +1,9 @@
 """The profiles materializer: the compacted user-profiles topic, kept in the online store.
 
-Stateless (no changelog): each valid profile is written under ``profile:{user_id}`` guarded by
-``updated_at``; a tombstone deletes it; an invalid record is dead-lettered exactly once.
+Stateless (no changelog). The topic is compacted, so its truth is log order: the last valid
+record of a user wins (as in the in-memory ``ProfileTable`` the fraud join reads), whatever its
+``updated_at``; a tombstone deletes the profile; an invalid record is dead-lettered exactly once
+and leaves the previous profile in place.
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ class _Stateless:
 
 
 class ProfilesPipeline:
-    def __init__(self, settings: Settings, *, store: OnlineStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: OnlineStore | None = None,
+        group_id: str = "rtml-profiles",
+    ) -> None:
         topics = settings.rtml_topics
-        self.group_id = "rtml-profiles"
+        self.group_id = group_id
         self.input_topic = topics.user_profiles.name
         self.changelog_topic = None
         self._settings = settings
@@ -83,5 +91,5 @@ class ProfilesPipeline:
                 writes[profile.user_id] = (profile.user_id, profile.updated_at, record.value)
         # Deletes first: a key is in at most one of the two maps (the later record wins).
         await self._store.delete(GROUP, list(deletes.values()))
-        await self._store.write(GROUP, list(writes.values()))
+        await self._store.write(GROUP, list(writes.values()), guarded=False)
         return outputs
