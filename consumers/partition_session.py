@@ -137,6 +137,9 @@ class PartitionSession:
         self.batches += 1
 
     async def close(self) -> None:
+        close = getattr(self.processor, "close", None)
+        if close is not None:
+            close()  # drop the partition's in-memory state: it belongs to its next owner
         await self.producer.stop()
 
 

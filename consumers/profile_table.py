@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from consumers.kafka_io import make_consumer
 from contracts.codec import EventDecoder
 from contracts.events import UserProfile
+from infra.topics import describe_topics
 from rtml.errors import InvalidEvent, ServiceUnavailable
 from rtml.settings import Settings
 
@@ -52,16 +53,15 @@ class ProfileTable:
         consumer = make_consumer(self._settings, group_id=None, max_poll_records=10_000)
         try:
             await consumer.start()
-            await consumer.topics()  # refreshes metadata
-            partitions = consumer.partitions_for_topic(self._topic) or set()
-            if not partitions:
+            described = await describe_topics(self._settings, [self._topic])
+            if not described:
                 raise ServiceUnavailable("kafka", f"topic {self._topic} does not exist")
-            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+            tps = [TopicPartition(self._topic, p) for p in range(described[0].partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             deadline = time.monotonic() + self._catch_up_timeout_s
-            while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            while any([await consumer.position(tp) < ends[tp] for tp in tps]):
                 if time.monotonic() > deadline:
                     raise ServiceUnavailable("kafka", f"{self._topic} did not load in time")
                 self._apply(await consumer.getmany(timeout_ms=500))

@@ -124,13 +124,17 @@ class ConsumerRunner(ConsumerRebalanceListener):
 
     async def run(self) -> None:
         pipeline = self._pipeline
+        try:
+            await pipeline.start()
+        except BaseException:
+            await pipeline.stop()
+            raise
         consumer = make_consumer(
             self._settings,
             group_id=pipeline.group_id,
             max_poll_records=self._max_poll_records,
         )
         self._consumer = consumer
-        await pipeline.start()
         try:
             await consumer.start()
             consumer.subscribe([pipeline.input_topic], listener=self)

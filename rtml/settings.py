@@ -29,6 +29,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from features.config import FeatureConfig
+
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -64,6 +66,8 @@ class Topics(BaseModel):
     dead_letter: TopicSpec = _topic("dead-letter", 1)
     ops_alerts: TopicSpec = _topic("ops-alerts", 1)
     fraud_labels: TopicSpec = _topic("fraud-labels", 1)
+    # The feature log: one record per transaction with the features computed for it.
+    fraud_features: TopicSpec = _topic("fraud-features", 8)
 
     @model_validator(mode="before")
     @classmethod
@@ -139,6 +143,9 @@ class Settings(BaseSettings):
         default_factory=lambda: _default_home("cache", "XDG_CACHE_HOME", ".cache").parent
     )
     rtml_max_record_bytes: int = Field(default=64 * 1024, ge=256)
+    rtml_features: FeatureConfig = Field(default_factory=FeatureConfig)
+    # Publish every computed fraud feature row to the fraud-features topic (the feature log).
+    rtml_emit_feature_rows: bool = False
     rtml_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")

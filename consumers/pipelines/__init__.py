@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 
 def factories() -> dict[str, Callable[[Settings], Pipeline]]:
+    from consumers.pipelines.fraud_features import FraudFeaturesPipeline
     from consumers.pipelines.profiles import ProfilesPipeline
 
-    return {"profiles": ProfilesPipeline}
+    return {"profiles": ProfilesPipeline, "fraud": FraudFeaturesPipeline}

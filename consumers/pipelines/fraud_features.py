@@ -1,0 +1,204 @@
+"""The fraud feature pipeline: transactions joined with user profiles -> card features.
+
+Per poll batch: decode every record (bad ones are dead-lettered), compute the features of each
+partition's transactions in partition order with the shared ``FraudFeatureEngine`` (late ones
+are dead-lettered with reason "late"), write the newest features of every touched card to the
+online store in one round trip, and hand the outputs back to the runner, which commits them
+with the changelog and offsets in one transaction per partition.
+
+Outputs: dead letters, and (``emit_feature_rows``) one ``fraud-features`` record per
+transaction holding exactly the values computed for it — the feature log that training-serving
+skew checks and the exactly-once tests read. Scoring (serving/) plugs in through ``Scorer``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Protocol
+
+import msgspec
+from aiokafka import ConsumerRecord
+
+from consumers.partition_session import OutRecord
+from consumers.pipelines.dead_letters import DeadLetters
+from consumers.profile_table import ProfileTable
+from consumers.runner import PartitionBatch
+from contracts.codec import EventDecoder, encode
+from contracts.events import Transaction
+from features.definitions import FRAUD_FEATURE_NAMES
+from features.fraud import FraudFeatureEngine
+from rtml.errors import InvalidEvent
+from rtml.settings import Settings, TopicSpec
+from store.online import OnlineStore
+
+GROUP = "fraud"
+META_KEY = b"\x00partition"  # changelog key of the partition's clock (watermark)
+
+
+class FeatureRow(msgspec.Struct, frozen=True):
+    """One transaction's features as computed online (topic ``fraud-features``)."""
+
+    event_id: str
+    card_id: str
+    event_time: int
+    features: dict[str, float | None]
+    computed_at: int
+
+
+class Scored(Protocol):
+    """What a scorer adds to a batch (serving plugs in here)."""
+
+    def outputs(self) -> dict[int, list[OutRecord]]: ...
+
+
+class FraudPartition:
+    """One partition's view of the shared engine, as the runner's ``PartitionProcessor``."""
+
+    def __init__(self, engine: FraudFeatureEngine, partition: int) -> None:
+        self.engine = engine
+        self.partition = partition
+        engine.revoke(partition)  # a reopened partition starts empty, then restores
+        engine.assign(partition, now_ms=time.time_ns() // 1_000_000)
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        if key == META_KEY:
+            if value:
+                now_ms = time.time_ns() // 1_000_000
+                self.engine.restore_partition(self.partition, value, now_ms=now_ms)
+        else:
+            self.engine.restore(self.partition, key.decode("utf-8"), value)
+
+    def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
+        engine, partition = self.engine, self.partition
+        changes: list[tuple[bytes, bytes | None]] = [
+            (key.encode("utf-8"), engine.serialize(partition, key))
+            for key in engine.drain_touched(partition)
+        ]
+        changes.append((META_KEY, engine.serialize_partition(partition)))
+        return changes
+
+    def close(self) -> None:
+        self.engine.revoke(self.partition)
+
+
+class FraudFeaturesPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str = "rtml-fraud-features",
+        store: OnlineStore | None = None,
+        emit_feature_rows: bool | None = None,
+    ) -> None:
+        topics = settings.rtml_topics
+        self.group_id = group_id
+        self.input_topic = topics.transactions.name
+        self.changelog_topic = f"{group_id}-changelog"
+        self._settings = settings
+        self._store = store
+        self._owns_store = store is None
+        self._engine = FraudFeatureEngine(settings.rtml_features)
+        self._profiles = ProfileTable(settings)
+        self._decoder = EventDecoder(Transaction, max_bytes=settings.rtml_max_record_bytes)
+        self.dead_letters = DeadLetters(topics.dead_letter.name)
+        self._emit = (
+            settings.rtml_emit_feature_rows if emit_feature_rows is None else emit_feature_rows
+        )
+        self._features_topic = topics.fraud_features.name
+        self._partitions = {
+            topics.dead_letter.name: topics.dead_letter.partitions,
+            topics.fraud_features.name: topics.fraud_features.partitions,
+        }
+        self.unknown_fields: Counter[str] = Counter()
+        self.late = 0
+
+    def changelog_spec(self) -> TopicSpec:
+        return TopicSpec(
+            name=self.changelog_topic,
+            partitions=self._settings.rtml_topics.transactions.partitions,
+            config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        )
+
+    def new_processor(self, partition: int) -> FraudPartition:
+        return FraudPartition(self._engine, partition)
+
+    async def start(self) -> None:
+        from infra.topics import ensure_topics
+
+        await ensure_topics(self._settings, [self.changelog_spec()])
+        if self._store is None:
+            self._store = OnlineStore.from_settings(self._settings)
+        await self._store.ping()
+        await self._profiles.start()
+
+    async def stop(self) -> None:
+        await self._profiles.stop()
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+
+    def on_idle(self, processors: dict[int, object], now_ms: int) -> None:
+        self._engine.advance_idle(now_ms)
+
+    def output_partitions(self) -> dict[str, int]:
+        return self._partitions
+
+    async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
+        assert self._store is not None
+        now_ms = time.time_ns() // 1_000_000
+        outputs: dict[int, list[OutRecord]] = {}
+        newest: dict[str, tuple[str, int, bytes]] = {}
+        for batch in batches:
+            out = outputs.setdefault(batch.partition, [])
+            transactions, sources = self._decode(batch.records, out)
+            if not transactions:
+                continue
+            result = self._engine.process_batch(
+                batch.partition, transactions, self._profiles_of(transactions), now_ms=now_ms
+            )
+            for index in result.late:
+                self.late += 1
+                error = InvalidEvent("late", "event_time is older than the partition's watermark")
+                out.append(self.dead_letters.of(sources[index], error))
+            for tx, row in zip(transactions, result.rows, strict=True):
+                if row is None:
+                    continue
+                features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
+                payload = encode(
+                    FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms)
+                )
+                known = newest.get(tx.card_id)
+                if known is None or known[1] <= tx.event_time:
+                    newest[tx.card_id] = (tx.card_id, tx.event_time, payload)
+                if self._emit:
+                    key = tx.card_id.encode()
+                    out.append(OutRecord(self._features_topic, key, payload, now_ms))
+        await self._store.write(GROUP, list(newest.values()))
+        return outputs
+
+    def _decode(
+        self, records: list[ConsumerRecord] | tuple, out: list[OutRecord]
+    ) -> tuple[list[Transaction], list[ConsumerRecord]]:
+        decode = self._decoder.decode
+        transactions: list[Transaction] = []
+        sources: list[ConsumerRecord] = []
+        for record in records:
+            try:
+                decoded = decode(record.value)
+            except InvalidEvent as exc:
+                out.append(self.dead_letters.of(record, exc))
+                continue
+            if decoded.unknown_fields:
+                self.unknown_fields.update(decoded.unknown_fields)
+            transactions.append(decoded.event)
+            sources.append(record)
+        return transactions, sources
+
+    def _profiles_of(self, transactions: list[Transaction]) -> dict[str, object]:
+        get = self._profiles.get
+        profiles = {}
+        for tx in transactions:
+            profile = get(tx.user_id)
+            if profile is not None:
+                profiles[tx.user_id] = profile
+        return profiles
