@@ -91,9 +91,10 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-def _default_home(kind: str, env: str, fallback: str) -> Path:
+def _default_home(env: str, fallback: str) -> Path:
+    """``$env/rtml`` when the XDG variable is set, else ``~/<fallback>/rtml``."""
     base = os.environ.get(env)
-    return Path(base) / "rtml" if base else Path.home() / fallback / "rtml" / kind
+    return (Path(base) if base else Path.home() / fallback) / "rtml"
 
 
 class Settings(BaseSettings):
@@ -137,11 +138,9 @@ class Settings(BaseSettings):
     # rtml itself.
     rtml_topics: Topics = Field(default_factory=Topics)
     rtml_state_dir: Path = Field(
-        default_factory=lambda: _default_home("state", "XDG_STATE_HOME", ".local/state").parent
+        default_factory=lambda: _default_home("XDG_STATE_HOME", ".local/state")
     )
-    rtml_cache_dir: Path = Field(
-        default_factory=lambda: _default_home("cache", "XDG_CACHE_HOME", ".cache").parent
-    )
+    rtml_cache_dir: Path = Field(default_factory=lambda: _default_home("XDG_CACHE_HOME", ".cache"))
     rtml_max_record_bytes: int = Field(default=64 * 1024, ge=256)
     rtml_features: FeatureConfig = Field(default_factory=FeatureConfig)
     # Publish every computed fraud feature row to the fraud-features topic (the feature log).
