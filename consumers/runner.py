@@ -116,7 +116,13 @@ class ConsumerRunner(ConsumerRebalanceListener):
 
     @property
     def assigned(self) -> list[int]:
+        """Partitions the group gave this member."""
         return sorted(self._assigned)
+
+    @property
+    def ready(self) -> list[int]:
+        """Assigned partitions whose state is restored: the ones being processed."""
+        return sorted(self._sessions)
 
     def stop(self) -> None:
         """Ask the loop to finish its in-flight batch, commit it and leave the group."""

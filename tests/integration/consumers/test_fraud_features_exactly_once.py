@@ -1,0 +1,274 @@
+"""The fraud feature pipeline on the real broker, Redis and Ray: every valid transaction gets
+exactly one feature row (read_committed) equal to an uninterrupted offline run of the same
+engine over the same partitions, while members join, leave and crash (kill -9)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+import ray
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.actors import ConsumerGroup
+from consumers.pipelines.fraud_features import FeatureRow, FraudFeaturesPipeline
+from consumers.runner import ConsumerRunner
+from contracts.codec import EventDecoder
+from contracts.events import DeadLetter, Transaction, UserProfile
+from features.definitions import FRAUD_FEATURE_NAMES
+from features.fraud import FraudFeatureEngine
+from rtml.ray_runtime import init_ray, shutdown_ray
+from rtml.settings import Settings, Topics
+
+PARTITIONS = 4
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(scope="module")
+def ray_local(stack_settings: Settings) -> Iterator[None]:
+    init_ray(stack_settings.model_copy(update={"ray_num_cpus": 4}))
+    yield
+    shutdown_ray()
+
+
+async def pipeline_settings(stack_settings: Settings, new_topic) -> Settings:
+    topics = Topics(
+        transactions={"name": await new_topic(PARTITIONS), "partitions": PARTITIONS},
+        user_profiles={"name": await new_topic(1, {"cleanup.policy": "compact"})},
+        dead_letter={"name": await new_topic(1)},
+        fraud_features={"name": await new_topic(PARTITIONS), "partitions": PARTITIONS},
+    )  # type: ignore[arg-type]
+    return stack_settings.model_copy(update={"rtml_topics": topics, "rtml_emit_feature_rows": True})
+
+
+def transactions(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """(key, value) records: out-of-order events, ~1% malformed, a few late ones."""
+    rnd = random.Random(seed)
+    records: list[tuple[bytes, bytes]] = []
+    bad = 0
+    for i in range(n):
+        card = f"card-{rnd.randrange(300)}"
+        event_time = T0 + i * 200 - rnd.randrange(0, 20_000)
+        if i > 1_000 and i % 997 == 0:
+            event_time = T0 + i * 200 - 3 * 3_600_000  # behind the 1 h watermark: late
+        tx = {
+            "event_id": f"tx-{seed}-{i}",
+            "card_id": card,
+            "user_id": f"user-{card[5:]}",
+            "merchant_id": f"m-{rnd.randrange(60)}",
+            "merchant_category": "grocery",
+            "amount": round(rnd.lognormvariate(3, 1), 2) + 0.01,
+            "currency": "EUR",
+            "lat": 48.8 + rnd.random(),
+            "lon": 2.3 + rnd.random(),
+            "event_time": event_time,
+            "channel": rnd.choice(["pos", "online"]),
+        }
+        value = json.dumps(tx).encode()
+        if i % 101 == 50:
+            value = value[:-7]  # truncated JSON
+            bad += 1
+        records.append((card.encode(), value))
+    return records, bad
+
+
+def profiles() -> list[tuple[bytes, bytes]]:
+    out = []
+    for u in range(0, 300, 2):  # half of the users have a profile
+        profile = {
+            "user_id": f"user-{u}",
+            "home_lat": 48.85,
+            "home_lon": 2.35,
+            "account_age_days": u,
+            "segment": "regular",
+            "updated_at": T0,
+        }
+        out.append((f"user-{u}".encode(), json.dumps(profile).encode()))
+    return out
+
+
+async def produce(producer: AIOKafkaProducer, topic: str, records: list[tuple[bytes, bytes]]):
+    for key, value in records:
+        await producer.send(topic, value, key=key)
+    await producer.flush()
+
+
+async def read_committed(settings: Settings, topic: str, expected: int) -> list:
+    consumer = AIOKafkaConsumer(
+        topic,
+        **settings.kafka_client_kwargs(),
+        group_id=None,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    records = []
+    try:
+        async with asyncio.timeout(60):
+            while len(records) < expected:
+                batch = await consumer.getmany(timeout_ms=1_000)
+                records.extend(r for rs in batch.values() for r in rs)
+            # Anything beyond the expected count would be a duplicate: read a little longer.
+            batch = await consumer.getmany(timeout_ms=2_000)
+            records.extend(r for rs in batch.values() for r in rs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def reference_rows(settings: Settings) -> dict[str, dict[str, float | None]]:
+    """Features of every non-late valid transaction from one uninterrupted engine run."""
+    topic = settings.rtml_topics.transactions.name
+    consumer = AIOKafkaConsumer(
+        topic, **settings.kafka_client_kwargs(), group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    by_partition: dict[int, list] = {p: [] for p in range(PARTITIONS)}
+    try:
+        async with asyncio.timeout(60):
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            done = {tp: False for tp in ends}
+            while not all(done.values()):
+                batch = await consumer.getmany(timeout_ms=1_000)
+                for tp, rs in batch.items():
+                    by_partition[tp.partition].extend(rs)
+                for tp, end in ends.items():
+                    done[tp] = await consumer.position(tp) >= end
+    finally:
+        await consumer.stop()
+    decoder = EventDecoder(Transaction)
+    profile_decoder = msgspec.json.Decoder(UserProfile)
+    table = {json.loads(v)["user_id"]: profile_decoder.decode(v) for _, v in profiles()}
+    engine = FraudFeatureEngine(settings.rtml_features)
+    rows: dict[str, dict[str, float | None]] = {}
+    for partition, records in by_partition.items():
+        engine.assign(partition)
+        txs = []
+        for record in records:
+            try:
+                txs.append(decoder.decode(record.value).event)
+            except Exception:  # noqa: BLE001 - malformed ones are dead-lettered online
+                continue
+        result = engine.process_batch(partition, txs, table)
+        for tx, row in zip(txs, result.rows, strict=True):
+            if row is not None:
+                rows[tx.event_id] = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
+    return rows
+
+
+def check_rows(feature_records: list, reference: dict[str, dict[str, float | None]]) -> None:
+    decoder = msgspec.json.Decoder(FeatureRow)
+    rows = [decoder.decode(r.value) for r in feature_records]
+    counts = Counter(row.event_id for row in rows)
+    duplicates = [event_id for event_id, c in counts.items() if c > 1]
+    assert not duplicates, f"{len(duplicates)} events have more than one row"
+    assert set(counts) == set(reference), "missing or unexpected feature rows"
+    mismatched = [row.event_id for row in rows if row.features != reference[row.event_id]]
+    assert not mismatched, f"{len(mismatched)} rows differ from the uninterrupted run"
+
+
+async def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_members_joining_and_leaving_count_every_event_once(
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer
+) -> None:
+    settings = await pipeline_settings(stack_settings, new_topic)
+    topics = settings.rtml_topics
+    await produce(producer, topics.user_profiles.name, profiles())
+    records, bad = transactions(8_000, seed=1)
+    group = f"test-fraud-{uuid.uuid4().hex[:8]}"
+
+    def member() -> ConsumerRunner:
+        pipeline = FraudFeaturesPipeline(settings, group_id=group)
+        return ConsumerRunner(settings, pipeline, max_poll_records=500)
+
+    first = member()
+    first_task = asyncio.create_task(first.run())
+    await produce(producer, topics.transactions.name, records[:3_000])
+    await wait_for(lambda: first.stats.records >= 1_000, 60, "the first member to start")
+    second = member()  # joins: partitions are split, state moves through the changelog
+    second_task = asyncio.create_task(second.run())
+    await wait_for(
+        lambda: second.ready and len(first.ready) < PARTITIONS, 60, "the partitions to split"
+    )
+    await produce(producer, topics.transactions.name, records[3_000:6_000])
+    await wait_for(lambda: second.stats.records > 0, 60, "the second member to process")
+    first.stop()  # leaves gracefully: commits its batch, the second takes everything
+    await first_task
+    third = member()
+    third_task = asyncio.create_task(third.run())
+    await wait_for(lambda: third.ready, 60, "the third member to get partitions")
+    await produce(producer, topics.transactions.name, records[6_000:])
+    await wait_for(
+        lambda: first.stats.records + second.stats.records + third.stats.records >= 8_000,
+        90,
+        "all records",
+    )
+    second.stop()
+    third.stop()
+    await asyncio.gather(second_task, third_task)
+
+    reference = await reference_rows(settings)
+    late = 8_000 - bad - len(reference)
+    assert late > 0, "the stream should contain late events"
+    feature_records = await read_committed(settings, topics.fraud_features.name, len(reference))
+    check_rows(feature_records, reference)
+
+    dead = await read_committed(settings, topics.dead_letter.name, bad + late)
+    kinds = Counter(msgspec.json.decode(r.value, type=DeadLetter).error.kind for r in dead)
+    assert kinds == {"malformed_json": bad, "late": late}
+
+
+async def test_killed_actor_restores_state_and_resumes_exactly_once(
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, ray_local: None
+) -> None:
+    settings = await pipeline_settings(stack_settings, new_topic)
+    topics = settings.rtml_topics
+    await produce(producer, topics.user_profiles.name, profiles())
+    records, _ = transactions(6_000, seed=2)
+    group = ConsumerGroup(
+        settings,
+        "fraud",
+        runner_options={"max_poll_records": 300},
+        actor_options={"num_cpus": 0.5},
+    )
+    group.scale(2)
+    try:
+        await produce(producer, topics.transactions.name, records[:2_000])
+
+        def processed() -> int:
+            return sum(s["records"] for s in group.stats())
+
+        await wait_for(lambda: processed() >= 1_000, 90, "the actors to start")
+        victim = group.actors()[0]
+        pid = await victim.pid.remote()
+        produce_rest = asyncio.create_task(
+            produce(producer, topics.transactions.name, records[2_000:])
+        )
+        await asyncio.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)  # mid-batch, mid-transaction
+        await produce_rest
+
+        reference = await reference_rows(settings)
+        feature_records = await read_committed(settings, topics.fraud_features.name, len(reference))
+        check_rows(feature_records, reference)
+        new_pid = await victim.pid.remote()
+        assert new_pid != pid, "the actor should have been restarted"
+        assert ray.get(victim.stats.remote())["partitions"] is not None
+    finally:
+        group.stop()
