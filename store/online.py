@@ -172,6 +172,32 @@ class OnlineStore:
                 rows.append(Row(payload, int(event_time), int(written_at)))
         return rows
 
+    async def replace_counts(self, name: str, counts: dict[str, int]) -> None:
+        """Atomically replace the sorted set ``{ns}:{name}`` (member -> count), e.g. popularity."""
+        key = f"{self._namespace}:{name}"
+        staging = f"{key}:staging"
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(staging)
+                if counts:
+                    pipe.zadd(staging, counts)
+                    pipe.rename(staging, key)
+                else:
+                    pipe.delete(key)
+                await pipe.execute()
+        except RedisError as exc:
+            raise ServiceUnavailable("redis", f"online store write failed: {exc}") from exc
+
+    async def top_counts(self, name: str, n: int) -> list[tuple[str, int]]:
+        """The ``n`` members of ``{ns}:{name}`` with the highest counts."""
+        try:
+            found = await self._client.zrevrange(
+                f"{self._namespace}:{name}", 0, n - 1, withscores=True
+            )
+        except RedisError as exc:
+            raise ServiceUnavailable("redis", f"online store read failed: {exc}") from exc
+        return [(member.decode(), int(score)) for member, score in found]
+
     async def ping(self) -> None:
         try:
             await self._client.ping()

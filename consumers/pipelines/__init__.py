@@ -13,5 +13,10 @@ if TYPE_CHECKING:
 def factories() -> dict[str, Callable[[Settings], Pipeline]]:
     from consumers.pipelines.fraud_features import FraudFeaturesPipeline
     from consumers.pipelines.profiles import ProfilesPipeline
+    from consumers.pipelines.recsys_features import RecsysFeaturesPipeline
 
-    return {"profiles": ProfilesPipeline, "fraud": FraudFeaturesPipeline}
+    return {
+        "profiles": ProfilesPipeline,
+        "fraud": FraudFeaturesPipeline,
+        "recsys": RecsysFeaturesPipeline,
+    }

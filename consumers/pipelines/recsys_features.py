@@ -1,0 +1,193 @@
+"""The recommendation feature pipeline: user-events -> per-user interest features.
+
+Per poll batch: decode (bad records are dead-lettered), compute each partition's rows with the
+shared ``RecommendationFeatureEngine`` against the global view counts followed from Kafka (see
+``consumers.global_views``), write every touched user's newest features to the online store in
+one round trip, and return the outputs for the per-partition transaction: dead letters and the
+partition's view-slice deltas (published exactly once, with the offsets).
+
+Item popularity (global views per item over the last complete hour) is written to the online
+store as one sorted set every ``popularity_interval_s`` for the recommender to read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import msgspec
+from aiokafka import ConsumerRecord
+
+from consumers.global_views import GlobalViewsFollower, encode_delta, topic_spec
+from consumers.partition_session import OutRecord
+from consumers.pipelines.dead_letters import DeadLetters
+from consumers.runner import PartitionBatch
+from contracts.codec import EventDecoder, encode
+from contracts.events import UserEvent
+from features.definitions import RECOMMENDATION_FEATURE_NAMES
+from features.recommendations import RecommendationFeatureEngine
+from rtml.errors import InvalidEvent
+from rtml.settings import Settings, TopicSpec
+from store.online import OnlineStore
+
+GROUP = "recsys"
+META_KEY = b"\x00partition"
+
+
+class UserFeatureRow(msgspec.Struct, frozen=True):
+    user_id: str
+    event_id: str
+    event_time: int
+    features: dict[str, object]
+    computed_at: int
+
+
+class RecsysPartition:
+    def __init__(self, engine: RecommendationFeatureEngine, partition: int) -> None:
+        self.engine = engine
+        self.partition = partition
+        engine.revoke(partition)
+        engine.assign(partition, now_ms=time.time_ns() // 1_000_000)
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        if key == META_KEY:
+            if value:
+                now_ms = time.time_ns() // 1_000_000
+                self.engine.restore_partition(self.partition, value, now_ms=now_ms)
+        else:
+            self.engine.restore(self.partition, key.decode("utf-8"), value)
+
+    def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
+        engine, partition = self.engine, self.partition
+        changes: list[tuple[bytes, bytes | None]] = [
+            (key.encode("utf-8"), engine.serialize(partition, key))
+            for key in engine.drain_touched(partition)
+        ]
+        changes.append((META_KEY, engine.serialize_partition(partition)))
+        return changes
+
+    def close(self) -> None:
+        self.engine.revoke(self.partition)
+
+
+class RecsysFeaturesPipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group_id: str = "rtml-recsys-features",
+        store: OnlineStore | None = None,
+        popularity_interval_s: float = 10.0,
+    ) -> None:
+        topics = settings.rtml_topics
+        self.group_id = group_id
+        self.input_topic = topics.user_events.name
+        self.changelog_topic = f"{group_id}-changelog"
+        self.slices_topic = f"{group_id}-view-slices"
+        self._settings = settings
+        self._store = store
+        self._owns_store = store is None
+        self._engine = RecommendationFeatureEngine(settings.rtml_features)
+        self.global_views = GlobalViewsFollower(settings, self.slices_topic)
+        self._decoder = EventDecoder(UserEvent, max_bytes=settings.rtml_max_record_bytes)
+        self.dead_letters = DeadLetters(topics.dead_letter.name)
+        self._partitions = {topics.dead_letter.name: topics.dead_letter.partitions}
+        self._popularity_interval_s = popularity_interval_s
+        self._popularity_written = 0.0
+        self.unknown_fields: Counter[str] = Counter()
+        self.late = 0
+
+    def topic_specs(self) -> list[TopicSpec]:
+        changelog = TopicSpec(
+            name=self.changelog_topic,
+            partitions=self._settings.rtml_topics.user_events.partitions,
+            config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        )
+        return [changelog, topic_spec(self.slices_topic)]
+
+    def new_processor(self, partition: int) -> RecsysPartition:
+        return RecsysPartition(self._engine, partition)
+
+    async def start(self) -> None:
+        from infra.topics import ensure_topics
+
+        await ensure_topics(self._settings, self.topic_specs())
+        if self._store is None:
+            self._store = OnlineStore.from_settings(self._settings)
+        await self._store.ping()
+        await self.global_views.start()
+
+    async def stop(self) -> None:
+        await self.global_views.stop()
+        if self._owns_store and self._store is not None:
+            await self._store.close()
+
+    def on_idle(self, processors: dict[int, object], now_ms: int) -> None:
+        self._engine.advance_idle(now_ms)
+
+    def output_partitions(self) -> dict[str, int]:
+        return self._partitions
+
+    async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
+        assert self._store is not None
+        now_ms = time.time_ns() // 1_000_000
+        outputs: dict[int, list[OutRecord]] = {}
+        newest: dict[str, tuple[str, int, bytes]] = {}
+        views = self.global_views.views
+        for batch in batches:
+            out = outputs.setdefault(batch.partition, [])
+            events, sources = self._decode(batch.records, out)
+            if events:
+                result = self._engine.process_batch(batch.partition, events, views, now_ms=now_ms)
+                for index in result.late:
+                    self.late += 1
+                    error = InvalidEvent("late", "event_time is older than the watermark")
+                    out.append(self.dead_letters.of(sources[index], error))
+                for event, row in zip(events, result.rows, strict=True):
+                    if row is None:
+                        continue
+                    known = newest.get(event.user_id)
+                    if known is None or known[1] <= event.event_time:
+                        features = dict(zip(RECOMMENDATION_FEATURE_NAMES, row, strict=True))
+                        payload = encode(
+                            UserFeatureRow(
+                                event.user_id, event.event_id, event.event_time, features, now_ms
+                            )
+                        )
+                        newest[event.user_id] = (event.user_id, event.event_time, payload)
+            for delta in self._engine.drain_view_deltas(batch.partition):
+                key = f"{batch.partition}:{delta.slice_start_ms}".encode()
+                out.append(OutRecord(self.slices_topic, key, encode_delta(delta), now_ms, 0))
+        await self._store.write(GROUP, list(newest.values()))
+        await self._maybe_write_popularity()
+        return outputs
+
+    async def _maybe_write_popularity(self) -> None:
+        """Item views over the last complete hour of event time (the newest slice may be open)."""
+        newest = self.global_views.newest_slice_ms
+        if newest is None:
+            return
+        if time.monotonic() - self._popularity_written < self._popularity_interval_s:
+            return
+        assert self._store is not None
+        popularity = self.global_views.views.item_views(newest)
+        await self._store.replace_counts("item_views_1h", popularity)
+        self._popularity_written = time.monotonic()
+
+    def _decode(
+        self, records: list[ConsumerRecord] | tuple, out: list[OutRecord]
+    ) -> tuple[list[UserEvent], list[ConsumerRecord]]:
+        decode = self._decoder.decode
+        events: list[UserEvent] = []
+        sources: list[ConsumerRecord] = []
+        for record in records:
+            try:
+                decoded = decode(record.value)
+            except InvalidEvent as exc:
+                out.append(self.dead_letters.of(record, exc))
+                continue
+            if decoded.unknown_fields:
+                self.unknown_fields.update(decoded.unknown_fields)
+            events.append(decoded.event)
+            sources.append(record)
+        return events, sources
