@@ -26,11 +26,12 @@ log = logging.getLogger("rtml")
 def _command_modules() -> list[Any]:
     # Imported lazily so `rtml --help` stays fast and one broken extra cannot hide the others.
     import consumers.cli
+    import features.cli
     import infra.cli
     import monitoring.cli
     import producers.cli
 
-    return [infra.cli, producers.cli, consumers.cli, monitoring.cli]
+    return [infra.cli, producers.cli, consumers.cli, features.cli, monitoring.cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

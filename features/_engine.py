@@ -1,0 +1,282 @@
+"""What both feature engines share: partitions, watermarks, idle advance, touched keys, expiry.
+
+Keyed state lives per input partition (a key is in exactly one partition, Kafka's partitioner
+sees to that). A partition's event-time clock is the greatest event_time it has processed; its
+watermark is that minus the allowed lateness. Events older than the watermark are late.
+
+Each key sits in an expiry wheel bucket by the minute of its last event time. When the watermark
+passes ``bucket end + horizon`` every key of that bucket has no state any future (non-late) event
+could see, and is dropped (and reported as touched, so the consumer writes a tombstone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from features.config import FeatureConfig
+from features.definitions import MINUTE_MS
+from features.errors import PartitionNotAssigned, StateDecodeError
+from features.state import PartitionMetaV1, encoder, partition_meta_decoder
+
+NO_TIME = -(1 << 62)
+"""The clock and watermark of a partition that has processed nothing: nothing is late."""
+
+_BUCKET_MS = MINUTE_MS
+
+
+class KeyState:
+    """Per-key state base: ``last`` is the key's greatest event time, ``bucket`` its wheel slot."""
+
+    __slots__ = ("bucket", "last")
+
+    def __init__(self) -> None:
+        self.last = NO_TIME
+        self.bucket: int | None = None
+
+
+S = TypeVar("S", bound=KeyState)
+
+
+class Partition(Generic[S]):
+    """One input partition's keyed state and clock."""
+
+    __slots__ = (
+        "extra",
+        "id",
+        "idle_base",
+        "keys",
+        "last_event_at",
+        "max_time",
+        "next_sweep",
+        "swept_below",
+        "touched",
+        "watermark",
+        "wheel",
+    )
+
+    def __init__(self, partition: int, now_ms: int | None) -> None:
+        self.id = partition
+        self.keys: dict[str, S] = {}
+        self.max_time = NO_TIME
+        self.watermark = NO_TIME
+        self.touched: set[str] = set()
+        self.wheel: dict[int, set[str]] = {}
+        self.swept_below: int | None = None  # lowest wheel bucket not yet swept
+        self.next_sweep = NO_TIME  # watermark at which the next bucket becomes droppable
+        self.last_event_at = now_ms  # processing time of the last batch, for advance_idle
+        self.idle_base = NO_TIME  # max_time when that batch ended
+        self.extra: Any = None  # engine-specific per-partition data
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Feature rows of one batch, aligned with its input: ``rows[i]`` is None when event i was
+    late (its index is then in ``late``, in input order)."""
+
+    rows: list[tuple[Any, ...] | None] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)
+
+
+class KeyedEngine(Generic[S]):
+    """Partition bookkeeping shared by the fraud and recommendation engines."""
+
+    #: A key is dropped once watermark >= its last event time + this (set by subclasses).
+    _horizon_ms: int
+
+    def __init__(self, config: FeatureConfig | None = None) -> None:
+        self.config = config if config is not None else FeatureConfig()
+        self._lateness = self.config.allowed_lateness_ms
+        self._parts: dict[int, Partition[S]] = {}
+
+    # -- partitions -------------------------------------------------------------------------
+
+    def assign(self, partition: int, *, now_ms: int | None = None) -> None:
+        """Start owning ``partition`` with empty state (restore it next, if it has a changelog)."""
+        if partition < 0:
+            raise ValueError(f"partition must be >= 0, got {partition}")
+        if partition not in self._parts:
+            self._parts[partition] = Partition(partition, now_ms)
+
+    def revoke(self, partition: int) -> None:
+        """Drop everything held for ``partition`` (it now belongs to another consumer)."""
+        self._parts.pop(partition, None)
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._parts)
+
+    def watermark(self, partition: int) -> int | None:
+        """Events with event_time below this are late; None before the first event."""
+        wm = self._partition(partition).watermark
+        return None if wm == NO_TIME else wm
+
+    def key_count(self, partition: int) -> int:
+        return len(self._partition(partition).keys)
+
+    def keys(self, partition: int) -> list[str]:
+        return list(self._partition(partition).keys)
+
+    def _partition(self, partition: int) -> Partition[S]:
+        part = self._parts.get(partition)
+        if part is None:
+            raise PartitionNotAssigned(partition)
+        return part
+
+    # -- time -------------------------------------------------------------------------------
+
+    def advance_idle(self, now_ms: int) -> list[int]:
+        """Move the clock of partitions idle for at least ``idle_timeout_ms`` (processing time).
+
+        A partition whose last batch ended at processing time ``a`` with clock ``c`` gets clock
+        ``max(clock, c + (now_ms - a))`` once ``now_ms - a >= idle_timeout_ms``: event time is
+        assumed to have kept pace with processing time while nothing arrived. Expired keys are
+        dropped (and reported as touched). Returns the partitions whose watermark moved.
+        """
+        moved = []
+        timeout = self.config.idle_timeout_ms
+        for part in self._parts.values():
+            if part.last_event_at is None or part.idle_base == NO_TIME:
+                continue
+            idle = now_ms - part.last_event_at
+            if idle < timeout:
+                continue
+            clock = part.idle_base + idle
+            if clock > part.max_time:
+                part.max_time = clock
+                part.watermark = clock - self._lateness
+                self._sweep(part)
+                moved.append(part.id)
+        return moved
+
+    def _end_batch(self, part: Partition[S], max_time: int, wm: int, now_ms: int | None) -> None:
+        """Store the batch's clock; ``now_ms`` (None for an empty batch) restarts the idle timer."""
+        part.max_time = max_time
+        part.watermark = wm
+        if now_ms is not None:
+            part.last_event_at = now_ms
+            part.idle_base = max_time
+        if wm >= part.next_sweep:
+            self._sweep(part)
+
+    # -- expiry -----------------------------------------------------------------------------
+
+    def _rebucket(self, part: Partition[S], key: str, st: S) -> None:
+        """File ``key`` under the minute of ``st.last`` (call after ``st.last`` grew)."""
+        bucket = st.last // _BUCKET_MS
+        old = st.bucket
+        if bucket == old:
+            return
+        wheel = part.wheel
+        if old is not None:
+            members = wheel.get(old)
+            if members is not None:
+                members.discard(key)
+        members = wheel.get(bucket)
+        if members is None:
+            wheel[bucket] = members = set()
+        members.add(key)
+        st.bucket = bucket
+        if part.swept_below is None or bucket < part.swept_below:
+            part.swept_below = bucket
+            due = (bucket + 1) * _BUCKET_MS - 1 + self._horizon_ms
+            if due < part.next_sweep:
+                part.next_sweep = due
+
+    def _sweep(self, part: Partition[S]) -> None:
+        """Drop every key whose last event is at least one horizon behind the watermark."""
+        horizon = self._horizon_ms
+        # Keys in bucket b have last < (b + 1) * BUCKET; all droppable once
+        # watermark >= (b + 1) * BUCKET - 1 + horizon.
+        limit = (part.watermark - horizon + 1) // _BUCKET_MS - 1
+        wheel = part.wheel
+        if part.swept_below is not None and part.swept_below <= limit:
+            if limit - part.swept_below > len(wheel):
+                due = sorted(b for b in wheel if b <= limit)
+            else:
+                due = range(part.swept_below, limit + 1)
+            keys, touched = part.keys, part.touched
+            for bucket in due:
+                for key in wheel.pop(bucket, ()):
+                    del keys[key]
+                    touched.add(key)
+            part.swept_below = limit + 1
+        part.next_sweep = (limit + 2) * _BUCKET_MS - 1 + horizon
+
+    def _forget(self, part: Partition[S], key: str) -> None:
+        st = part.keys.pop(key, None)
+        if st is not None and st.bucket is not None:
+            members = part.wheel.get(st.bucket)
+            if members is not None:
+                members.discard(key)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def drain_touched(self, partition: int) -> list[str]:
+        """Keys whose state changed (or expired) since the last drain; clears the set.
+
+        Write ``serialize(partition, key)`` for each to the changelog (None: a tombstone).
+        """
+        part = self._partition(partition)
+        touched = list(part.touched)
+        part.touched.clear()
+        return touched
+
+    def serialize(self, partition: int, key: str) -> bytes | None:
+        """The key's state as compact msgpack, or None when it has none left (a tombstone)."""
+        part = self._partition(partition)
+        st = part.keys.get(key)
+        if st is None:
+            return None
+        if part.watermark != NO_TIME and self._trim(st, part.watermark):
+            self._forget(part, key)
+            return None
+        return self._encode(st)
+
+    def restore(self, partition: int, key: str, data: bytes | None) -> None:
+        """Load one changelog record for ``key``; None or empty (a tombstone) removes the key."""
+        part = self._partition(partition)
+        if not data:
+            self._forget(part, key)
+            return
+        try:
+            st = self._decode(data)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise StateDecodeError(partition, key, str(exc)) from exc
+        self._forget(part, key)
+        part.keys[key] = st
+        self._rebucket(part, key, st)
+
+    def serialize_partition(self, partition: int) -> bytes:
+        """The partition's clock (restore it with ``restore_partition`` before its keys)."""
+        part = self._partition(partition)
+        max_time = None if part.max_time == NO_TIME else part.max_time
+        return encoder.encode(PartitionMetaV1(max_time))
+
+    def restore_partition(self, partition: int, data: bytes, *, now_ms: int | None = None) -> None:
+        """Restore the partition's clock; ``now_ms`` restarts its idle timer."""
+        part = self._partition(partition)
+        try:
+            meta = partition_meta_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise StateDecodeError(partition, None, str(exc)) from exc
+        if meta.max_event_time is not None and meta.max_event_time > part.max_time:
+            part.max_time = meta.max_event_time
+            part.watermark = part.max_time - self._lateness
+            part.idle_base = part.max_time
+        part.last_event_at = now_ms
+        part.next_sweep = NO_TIME  # re-evaluate expiry at the next batch
+
+    # -- subclass hooks ---------------------------------------------------------------------
+
+    def _trim(self, st: S, watermark: int) -> bool:
+        """Drop what no non-late event can see any more; True when nothing is left."""
+        raise NotImplementedError
+
+    def _encode(self, st: S) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, data: bytes) -> S:
+        raise NotImplementedError

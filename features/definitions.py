@@ -1,0 +1,143 @@
+"""The feature schema in one place: names, order, dtypes, nullability, one-line descriptions.
+
+The model's input order, the online store's fields and docs/features.md all follow these tuples.
+A fraud feature row is a tuple in ``FRAUD_FEATURES`` order; a recommendation row is a tuple in
+``RECOMMENDATION_FEATURES`` order. Bump ``FEATURE_SET_VERSION`` whenever a definition changes,
+so a model trained on one definition is never served another.
+
+The precise definitions (window bounds, ties, nulls, float operations) are in docs/features.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FEATURE_SET_VERSION = 1
+
+# Windows and horizons of the definitions (milliseconds). Part of the definitions, not settings.
+SECOND_MS = 1_000
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+FRAUD_WINDOWS_MS = (MINUTE_MS, 5 * MINUTE_MS, HOUR_MS)  # counts and totals
+FRAUD_LONG_WINDOW_MS = DAY_MS  # unique merchants, amount relative to the 24 h mean
+INTEREST_WINDOW_MS = 30 * MINUTE_MS  # a user's category views for TF
+CLICK_WINDOW_MS = 5 * MINUTE_MS  # click_count_5m: a 5 min hopping window...
+CLICK_HOP_MS = MINUTE_MS  # ...that advances every minute
+SLICE_MS = MINUTE_MS  # global aggregates are kept per 1-minute slice...
+GLOBAL_WINDOW_SLICES = 60  # ...and read as the sum of the last 60 complete slices (1 h)
+RECENT_ITEMS = 20  # recent_items keeps the last 20 distinct viewed or clicked items
+PURCHASED_ITEMS = 200  # purchased_items keeps the last 200 distinct purchased items
+EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
+SPEED_MIN_SECONDS = 60.0  # speed_from_last_transaction_kmh divides by at least one minute
+
+Dtype = Literal["int", "float", "list[str]", "dict[str,float]"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """One feature: its name, value type, whether it may be null, and what it means."""
+
+    name: str
+    dtype: Dtype
+    nullable: bool
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureGroup:
+    """An ordered group of features computed for one entity (the row's key)."""
+
+    name: str
+    key: str
+    features: tuple[FeatureSpec, ...]
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(f.name for f in self.features)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name} has duplicate feature names")
+        object.__setattr__(self, "names", names)
+
+    def as_dict(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A row as ``{name: value}`` (for ``FraudScore.features``, JSON, the online store)."""
+        if len(row) != len(self.names):
+            raise ValueError(f"{self.name} row has {len(row)} values, expected {len(self.names)}")
+        return dict(zip(self.names, row, strict=True))
+
+
+def _f(name: str, dtype: Dtype, nullable: bool, description: str) -> FeatureSpec:
+    return FeatureSpec(name, dtype, nullable, description)
+
+
+FRAUD = FeatureGroup(
+    name="fraud",
+    key="card_id",
+    features=(
+        _f("amount", "float", False, "the transaction's amount"),
+        _f("transaction_count_1m", "int", False, "card's transactions in (t-1m, t], this one in"),
+        _f("transaction_count_5m", "int", False, "card's transactions in (t-5m, t], this one in"),
+        _f("transaction_count_1h", "int", False, "card's transactions in (t-1h, t], this one in"),
+        _f("total_amount_1m", "float", False, "exact sum of amounts in (t-1m, t]"),
+        _f("total_amount_5m", "float", False, "exact sum of amounts in (t-5m, t]"),
+        _f("total_amount_1h", "float", False, "exact sum of amounts in (t-1h, t]"),
+        _f("unique_merchants_24h", "int", False, "distinct merchant_id in (t-24h, t]"),
+        _f("is_new_merchant_24h", "int", False, "1 if no other transaction in (t-24h, t] has it"),
+        _f(
+            "amount_to_mean_24h",
+            "float",
+            True,
+            "amount / mean amount of the card's other transactions in (t-24h, t]",
+        ),
+        _f("distance_from_last_transaction_km", "float", True, "haversine km to the previous"),
+        _f("seconds_since_last_transaction", "float", True, "seconds since the previous"),
+        _f(
+            "speed_from_last_transaction_kmh",
+            "float",
+            True,
+            "distance to the previous / max(seconds since it, 60) in km/h",
+        ),
+        _f("distance_from_home_km", "float", True, "haversine km to the user's profile home"),
+        _f("account_age_days", "float", True, "the user's profile account_age_days"),
+        _f("hour_of_day_utc", "int", False, "hour of event_time in UTC, 0-23"),
+        _f("is_online", "int", False, "1 if channel is online, 0 if pos"),
+    ),
+)
+
+RECOMMENDATION = FeatureGroup(
+    name="recommendation",
+    key="user_id",
+    features=(
+        _f(
+            "category_interest",
+            "dict[str,float]",
+            False,
+            "L2-normalized TF-IDF of the user's viewed categories in (t-30m, t]; {} if none",
+        ),
+        _f("view_count_30m", "int", False, "the user's views in (t-30m, t] (TF denominator)"),
+        _f("click_count_5m", "int", False, "the user's clicks in [h-5m, h), h = t floored to 1m"),
+        _f("recent_items", "list[str]", False, "last 20 distinct viewed/clicked items, newest 1st"),
+        _f("purchased_items", "list[str]", False, "last 200 distinct purchased items, newest 1st"),
+    ),
+)
+
+GLOBAL = FeatureGroup(
+    name="global",
+    key="category or item_id",
+    features=(
+        _f("category_views_1h", "int", False, "global views of a category in [h-60m, h)"),
+        _f("item_views_1h", "int", False, "global views of an item in [h-60m, h) (popularity)"),
+    ),
+)
+
+FRAUD_FEATURES = FRAUD.features
+FRAUD_FEATURE_NAMES = FRAUD.names
+RECOMMENDATION_FEATURES = RECOMMENDATION.features
+RECOMMENDATION_FEATURE_NAMES = RECOMMENDATION.names
+
+FraudRow = tuple[Any, ...]
+"""Values in ``FRAUD_FEATURE_NAMES`` order: int, float or None as the spec says."""
+RecommendationRow = tuple[Any, ...]
+"""Values in ``RECOMMENDATION_FEATURE_NAMES`` order."""

@@ -1,0 +1,67 @@
+"""Serialized state formats (msgpack via msgspec), one struct per format version.
+
+Each record is a msgpack array whose first element is its tag (format and version), then the
+fields in order: no field names on the wire. Times are stored as non-negative ages relative to
+the key's last event time, which keeps them small. Coordinates are stored in radians exactly as
+the engine holds them, so a restored engine computes bit-identical features.
+
+To evolve a format, add ``...V2`` with a new tag, decode ``V1 | V2`` and upgrade V1 on load;
+never change a released struct.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PARTITION_META_KEY = "\x00partition-meta"
+"""Changelog key suggested for ``serialize_partition`` records (no entity key starts with NUL)."""
+
+
+class PartitionMetaV1(msgspec.Struct, array_like=True, tag="p1"):
+    """A partition's event-time clock (None: nothing processed yet)."""
+
+    max_event_time: int | None
+
+
+class CardStateV1(msgspec.Struct, array_like=True, tag="f1"):
+    """One card's fraud state: its buffered transactions, oldest first, and the anchor.
+
+    ``ages[i] = last - event_time[i]`` (non-increasing); ``lat``/``lon`` in radians. The anchor
+    is the newest transaction already dropped from the buffer: (age, lat, lon), kept for the
+    previous-transaction features.
+    """
+
+    last: int
+    ages: list[int]
+    amounts: list[float]
+    merchants: list[str]
+    lat: list[float]
+    lon: list[float]
+    anchor: tuple[int, float, float] | None
+
+
+class UserStateV1(msgspec.Struct, array_like=True, tag="r1"):
+    """One user's recommendation state.
+
+    ``ages``/``kinds``/``items``/``categories``: buffered views (kind 0) and clicks (kind 1),
+    oldest first. ``purchase_ages``/``purchase_items``: buffered purchases, oldest first.
+    ``recent_*`` and ``purchased_*``: the settled item lists, newest first, distinct.
+    """
+
+    last: int
+    ages: list[int]
+    kinds: list[int]
+    items: list[str]
+    categories: list[str]
+    purchase_ages: list[int]
+    purchase_items: list[str]
+    recent_items: list[str]
+    recent_ages: list[int]
+    purchased_items: list[str]
+    purchased_ages: list[int]
+
+
+encoder = msgspec.msgpack.Encoder()
+partition_meta_decoder = msgspec.msgpack.Decoder(PartitionMetaV1)
+card_state_decoder = msgspec.msgpack.Decoder(CardStateV1)
+user_state_decoder = msgspec.msgpack.Decoder(UserStateV1)
