@@ -66,6 +66,7 @@ def replay_command(settings: Settings, args: argparse.Namespace, out: TextIO | N
         transactions_file=f"{topics.transactions.name}.jsonl",
         user_events_file=f"{topics.user_events.name}.jsonl",
         user_profiles_file=f"{topics.user_profiles.name}.jsonl",
+        config=settings.rtml_features,
         stats=stats,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
