@@ -17,6 +17,7 @@ backoff. The in-memory state is never trusted past a failed commit.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -245,6 +246,8 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 self._sessions[result.tp.partition] = result
                 self.stats.restore_seconds[result.tp.partition] = result.restore_seconds
                 consumer.resume(result.tp)
+        # Restored state is long-lived: keep the cyclic GC from rescanning it on every pass.
+        gc.freeze()
         if errors:
             raise RtmlError(f"could not open {len(errors)} partition(s): {errors[0]}") from errors[
                 0
