@@ -30,6 +30,10 @@ Fixtures for every integration test:
 ``producer`` (function)
     A started ``AIOKafkaProducer`` on the test broker (acks=all, idempotent).
 
+``ray_session`` (session)
+    A local Ray instance (8 logical CPUs, no dashboard) shared by every test that needs Ray;
+    shut down at the end of the session. Use fractional ``num_cpus`` for actors.
+
 ``read_topic`` (function)
     ``records = await read_topic(topic, timeout_s=10.0)``: every record of the topic from the
     beginning up to its end offsets at the time of the call, in offset order per partition
@@ -204,3 +208,12 @@ def read_topic(stack_settings: Settings) -> ReadTopic:
         return await read_topic_records(stack_settings, topic, timeout_s=timeout_s)
 
     return read
+
+
+@pytest.fixture(scope="session")
+def ray_session(stack_settings: Settings) -> Iterator[None]:
+    from rtml.ray_runtime import init_ray, shutdown_ray
+
+    init_ray(stack_settings.model_copy(update={"ray_num_cpus": 8}))
+    yield
+    shutdown_ray()

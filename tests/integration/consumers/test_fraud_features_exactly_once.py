@@ -12,10 +12,8 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import msgspec
-import pytest
 import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -26,18 +24,10 @@ from contracts.codec import EventDecoder
 from contracts.events import DeadLetter, Transaction, UserProfile
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
-from rtml.ray_runtime import init_ray, shutdown_ray
 from rtml.settings import Settings, Topics
 
 PARTITIONS = 4
 T0 = 1_700_000_000_000
-
-
-@pytest.fixture(scope="module")
-def ray_local(stack_settings: Settings) -> Iterator[None]:
-    init_ray(stack_settings.model_copy(update={"ray_num_cpus": 4}))
-    yield
-    shutdown_ray()
 
 
 async def pipeline_settings(stack_settings: Settings, new_topic) -> Settings:
@@ -235,7 +225,7 @@ async def test_members_joining_and_leaving_count_every_event_once(
 
 
 async def test_killed_actor_restores_state_and_resumes_exactly_once(
-    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, ray_local: None
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, ray_session: None
 ) -> None:
     settings = await pipeline_settings(stack_settings, new_topic)
     topics = settings.rtml_topics
