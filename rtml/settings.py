@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     rtml_features: FeatureConfig = Field(default_factory=FeatureConfig)
     # Publish every computed fraud feature row to the fraud-features topic (the feature log).
     rtml_emit_feature_rows: bool = False
+    # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
+    rtml_fraud_scoring: bool = True
+    rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    rtml_serve_app: str = "rtml"
     rtml_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")

@@ -6,16 +6,18 @@ are dead-lettered with reason "late"), write the newest features of every touche
 online store in one round trip, and hand the outputs back to the runner, which commits them
 with the changelog and offsets in one transaction per partition.
 
-Outputs: dead letters, and (``emit_feature_rows``) one ``fraud-features`` record per
-transaction holding exactly the values computed for it — the feature log that training-serving
-skew checks and the exactly-once tests read. Scoring (serving/) plugs in through ``Scorer``.
+Outputs: dead letters; with a scorer (``rtml_fraud_scoring``, the default) one
+``fraud-scores`` record per transaction and ``fraud-alerts`` above the threshold, from exactly
+one FraudScorer call per poll batch (see ``consumers.scoring``); and optionally
+(``emit_feature_rows``) one ``fraud-features`` record per transaction holding exactly the
+values computed for it — the feature log that skew checks and the exactly-once tests read.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Protocol
+from typing import Literal
 
 import msgspec
 from aiokafka import ConsumerRecord
@@ -24,6 +26,13 @@ from consumers.partition_session import OutRecord
 from consumers.pipelines.dead_letters import DeadLetters
 from consumers.profile_table import ProfileTable
 from consumers.runner import PartitionBatch
+from consumers.scoring import (
+    FraudScorerClient,
+    PendingScore,
+    ServeFraudScorer,
+    encode_rows,
+    score_outputs,
+)
 from contracts.codec import EventDecoder, encode
 from contracts.events import Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
@@ -44,12 +53,6 @@ class FeatureRow(msgspec.Struct, frozen=True):
     event_time: int
     features: dict[str, float | None]
     computed_at: int
-
-
-class Scored(Protocol):
-    """What a scorer adds to a batch (serving plugs in here)."""
-
-    def outputs(self) -> dict[int, list[OutRecord]]: ...
 
 
 class FraudPartition:
@@ -90,6 +93,7 @@ class FraudFeaturesPipeline:
         group_id: str = "rtml-fraud-features",
         store: OnlineStore | None = None,
         emit_feature_rows: bool | None = None,
+        scorer: FraudScorerClient | Literal["default"] | None = "default",
     ) -> None:
         topics = settings.rtml_topics
         self.group_id = group_id
@@ -106,9 +110,22 @@ class FraudFeaturesPipeline:
             settings.rtml_emit_feature_rows if emit_feature_rows is None else emit_feature_rows
         )
         self._features_topic = topics.fraud_features.name
+        if scorer == "default":
+            scorer = None
+            if settings.rtml_fraud_scoring:
+                scorer = ServeFraudScorer(settings.rtml_serve_app)
+        self._scorer = scorer
+        self._threshold = settings.rtml_fraud_alert_threshold
+        self._scores_topic = topics.fraud_scores.name
+        self._alerts_topic = topics.fraud_alerts.name
         self._partitions = {
-            topics.dead_letter.name: topics.dead_letter.partitions,
-            topics.fraud_features.name: topics.fraud_features.partitions,
+            spec.name: spec.partitions
+            for spec in (
+                topics.dead_letter,
+                topics.fraud_features,
+                topics.fraud_scores,
+                topics.fraud_alerts,
+            )
         }
         self.unknown_fields: Counter[str] = Counter()
         self.late = 0
@@ -148,6 +165,7 @@ class FraudFeaturesPipeline:
         now_ms = time.time_ns() // 1_000_000
         outputs: dict[int, list[OutRecord]] = {}
         newest: dict[str, tuple[str, int, bytes]] = {}
+        pending: list[PendingScore] = []
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
             transactions, sources = self._decode(batch.records, out)
@@ -160,9 +178,12 @@ class FraudFeaturesPipeline:
                 self.late += 1
                 error = InvalidEvent("late", "event_time is older than the partition's watermark")
                 out.append(self.dead_letters.of(sources[index], error))
-            for tx, row in zip(transactions, result.rows, strict=True):
+            scoring = self._scorer is not None
+            for tx, row, source in zip(transactions, result.rows, sources, strict=True):
                 if row is None:
                     continue
+                if scoring:
+                    pending.append(PendingScore(batch.partition, tx, row, source.timestamp))
                 features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
                 payload = encode(
                     FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms)
@@ -174,6 +195,18 @@ class FraudFeaturesPipeline:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
         await self._store.write(GROUP, list(newest.values()))
+        if self._scorer is not None and pending:
+            scored = await self._scorer.score(encode_rows(pending), self._threshold)
+            scored_outputs = score_outputs(
+                pending,
+                scored,
+                threshold=self._threshold,
+                scores_topic=self._scores_topic,
+                alerts_topic=self._alerts_topic,
+                scored_at=time.time_ns() // 1_000_000,
+            )
+            for partition, records in scored_outputs.items():
+                outputs.setdefault(partition, []).extend(records)
         return outputs
 
     def _decode(

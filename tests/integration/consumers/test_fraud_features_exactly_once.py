@@ -37,7 +37,9 @@ async def pipeline_settings(stack_settings: Settings, new_topic) -> Settings:
         dead_letter={"name": await new_topic(1)},
         fraud_features={"name": await new_topic(PARTITIONS), "partitions": PARTITIONS},
     )  # type: ignore[arg-type]
-    return stack_settings.model_copy(update={"rtml_topics": topics, "rtml_emit_feature_rows": True})
+    return stack_settings.model_copy(
+        update={"rtml_topics": topics, "rtml_emit_feature_rows": True, "rtml_fraud_scoring": False}
+    )
 
 
 def transactions(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int]:
