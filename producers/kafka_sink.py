@@ -1,0 +1,140 @@
+"""Sends records to Kafka with one idempotent aiokafka producer, without waiting per record.
+
+``send()`` hands a batch of records to the producer's accumulator (``await producer.send`` only
+waits for buffer space) and registers a callback on each delivery future that counts it as
+delivered or failed; nothing awaits a single record's delivery. Batching happens in the producer:
+``linger_ms`` and ``max_batch_size`` per partition. ``close()`` flushes and waits for every
+delivery. Connection problems become ``ServiceUnavailable`` with one sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from producers.records import Record, Stream, topic_names
+from rtml.errors import ServiceUnavailable
+from rtml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryStats:
+    """What happened to the records handed to the producer, per topic."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    first_error: str | None = None
+
+
+class KafkaSink:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        send_labels: bool = False,
+        linger_ms: int = 5,
+        max_batch_size: int = 256 * 1024,
+        compression_type: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics: dict[Stream, str] = topic_names(settings.rtml_topics)
+        self.labels_topic = settings.rtml_topics.fraud_labels.name if send_labels else None
+        self.all_topics = [*self.topics.values(), *([self.labels_topic] if send_labels else [])]
+        self.stats = DeliveryStats()
+        self._options = {
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "max_batch_size": max_batch_size,
+            "max_request_size": max(1 << 20, 2 * settings.rtml_max_record_bytes),
+            "compression_type": compression_type,
+        }
+        self._producer: AIOKafkaProducer | None = None
+        # One delivery callback per topic, made once: no allocation per record.
+        self._callbacks = {topic: partial(self._on_delivery, topic) for topic in self.all_topics}
+
+    async def start(self) -> None:
+        servers = self.settings.kafka_bootstrap_servers
+        self._producer = AIOKafkaProducer(**self.settings.kafka_client_kwargs(), **self._options)
+        try:
+            await self._producer.start()
+        except KafkaError as exc:  # refused, unresolvable, authentication...
+            await self._abort()
+            raise ServiceUnavailable(
+                "kafka", f"cannot connect to {servers} ({type(exc).__name__}); is the broker up?"
+            ) from exc
+        for topic in self.all_topics:
+            try:
+                await self._producer.partitions_for(topic)
+            except KafkaError as exc:  # unknown topic, or no metadata in time
+                await self._abort()
+                raise ServiceUnavailable(
+                    "kafka", f"topic {topic!r} has no partitions on {servers}; create it first"
+                ) from exc
+
+    async def _abort(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def send(self, records: Sequence[Record]) -> None:
+        """Hand ``records`` (and their labels, if enabled) to the producer, in order."""
+        assert self._producer is not None, "start() the sink first"
+        send, topics, labels_topic = self._producer.send, self.topics, self.labels_topic
+        sent, callbacks = self.stats.sent, self._callbacks
+        try:
+            for record in records:
+                topic = topics[record.stream]
+                key = record.key.encode()
+                future = await send(topic, record.value, key)
+                future.add_done_callback(callbacks[topic])
+                sent[topic] += 1
+                if labels_topic is not None and record.label is not None:
+                    future = await send(labels_topic, record.label, key)
+                    future.add_done_callback(callbacks[labels_topic])
+                    sent[labels_topic] += 1
+        except KafkaError as exc:
+            raise ServiceUnavailable("kafka", f"sending failed: {exc}") from exc
+
+    def _on_delivery(self, topic: str, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.stats.delivered[topic] += 1
+            return
+        self.stats.failed[topic] += 1
+        if self.stats.first_error is None:
+            exc = None if future.cancelled() else future.exception()
+            self.stats.first_error = (
+                f"{topic}: {type(exc).__name__}: {exc}" if exc else f"{topic}: cancelled"
+            )
+            log.warning("delivery failed: %s", self.stats.first_error)
+
+    async def flush(self) -> None:
+        """Wait until every record handed over so far is delivered or failed."""
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def close(self) -> None:
+        if self._producer is None:
+            return
+        producer, self._producer = self._producer, None
+        try:
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def __aenter__(self) -> KafkaSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,187 @@
+"""The generator: every source merged into one stream of ``Record``s in emission order.
+
+Simulated time advances in chunks sized to hold a few thousand events. For each chunk the sources
+add drafts (legit transactions, fraud, sessions), first-seen profiles and profile changes follow,
+the corruptor assigns each draft a delay and maybe a defect, and the drafts join those carried
+over from earlier chunks (sessions and scenarios that run past a chunk's end, delayed records).
+Everything due before the chunk's end goes out in order; the rest waits.
+
+Two timelines:
+
+- historical (``live=None``): event times are simulated times from ``start_ms``; records go out in
+  order of event time plus delay, so delayed records really arrive after newer ones;
+- live (``LiveTimeline``): records go out in simulated order and record ``k`` gets
+  ``event_time = base_ms + slot(k) - delay``, where ``slot(k)`` is when the pacing schedule sends
+  it: event times are "now" at the configured rate, and a delayed record carries an older time.
+  The world keeps its own density, so at a rate above ``expected_records_per_day / 86400`` its
+  time runs faster than the wall clock (the runner reports by how much).
+
+The content (ids, amounts, places, who does what in which order) is the same in both and depends
+only on the config. ``seq`` numbers records in emission order (labels are not records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+
+from contracts.codec import encode
+from producers.config import DAY_MS, GeneratorConfig
+from producers.corruption import REASON, Corruptor
+from producers.fraud_scenarios import FraudSource
+from producers.pacing import PacingSchedule
+from producers.profiles import ProfileSource
+from producers.records import Drafts, EventIds, Record, Stream
+from producers.transactions import TransactionMaker, TransactionSource, expected_legit_per_day
+from producers.user_activity import SessionSource
+from producers.world import World
+
+CHUNK_EVENTS = 4_000  # target events per chunk of simulated time...
+NOMINAL_EVENTS_PER_USER_DAY = 20.0  # ...at the default activity
+MIN_CHUNK_MS = 1_000
+MAX_CHUNK_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTimeline:
+    """Live event times: ``base_ms`` (wall clock at the start) plus the record's send slot."""
+
+    base_ms: int
+    schedule: PacingSchedule
+
+
+class EventGenerator:
+    """An endless (live) or bounded (historical) stream of records from one config.
+
+    >>> gen = EventGenerator(GeneratorConfig(seed=7, users=500), start_ms=0, end_ms=DAY_MS)
+    >>> records = list(gen)  # one simulated day, in emission order
+    """
+
+    def __init__(
+        self,
+        config: GeneratorConfig,
+        *,
+        start_ms: int,
+        end_ms: int | None = None,
+        live: LiveTimeline | None = None,
+    ) -> None:
+        if end_ms is not None and end_ms <= start_ms:
+            raise ValueError(f"end_ms ({end_ms}) must be after start_ms ({start_ms})")
+        self.config = config
+        self.start_ms = start_ms
+        self.end_ms = end_ms
+        self.live = live
+        # One random stream per source: turning a source off or changing its rate leaves the
+        # others' content as it was.
+        seeds = np.random.SeedSequence(config.seed).spawn(7)
+        rngs = [np.random.default_rng(s) for s in seeds]
+        self.tag = hashlib.blake2s(str(config.seed).encode(), digest_size=3).hexdigest()
+        self.world = World.build(config, rngs[0])
+        maker = TransactionMaker(self.world, EventIds("tx", self.tag))
+        self.transactions = TransactionSource(self.world, config, rngs[1], maker, rngs[6])
+        self.fraud = FraudSource(self.world, config, rngs[2], maker, self.tag)
+        self.sessions = SessionSource(self.world, config, rngs[3], EventIds("ue", self.tag))
+        self.profiles = ProfileSource(self.world, config, rngs[4], start_ms)
+        self.corruptor = Corruptor(config, seeds[5])
+        self.chunk_ms = _chunk_ms(config)
+        self._drafts_made = itertools.count()
+
+    def __iter__(self) -> Iterator[Record]:
+        return itertools.chain.from_iterable(self.batches())
+
+    def batches(self) -> Iterator[list[Record]]:
+        """Lists of records in emission order, one per chunk of simulated time (may be empty)."""
+        pending: list[tuple] = []  # (emit_at, draft number, draft...), sorted
+        emitted = 0
+        t0, end = self.start_ms, self.end_ms
+        while end is None or t0 < end:
+            t1 = t0 + self.chunk_ms if end is None else min(t0 + self.chunk_ms, end)
+            pending.extend(self._chunk(t0, t1))
+            pending.sort()
+            due = bisect_left(pending, (t1,))
+            ready, pending = pending[:due], pending[due:]
+            batch = self._finish(ready, emitted)
+            emitted += len(batch)
+            yield batch
+            t0 = t1
+        # Bounded: drop what would happen after the end, flush what is only delayed.
+        yield self._finish([p for p in pending if p[2] < end], emitted)
+
+    def _chunk(self, t0: int, t1: int) -> list[tuple]:
+        drafts = Drafts()
+        self.transactions.generate(t0, t1, drafts)
+        self.fraud.generate(t0, t1, drafts)
+        self.sessions.generate(t0, t1, drafts)
+        self.profiles.announce(drafts)
+        self.profiles.changes(t0, t1, drafts)
+        n = len(drafts)
+        if n == 0:
+            return []
+        protected = np.fromiter(
+            (
+                label is not None or event is None
+                for label, event in zip(drafts.labels, drafts.events, strict=True)
+            ),
+            dtype=bool,
+            count=n,
+        )
+        delays, defects = self.corruptor.plan(drafts.streams, protected)
+        emit_at = (
+            drafts.times if self.live is not None else (np.asarray(drafts.times) + delays).tolist()
+        )
+        return list(
+            zip(
+                emit_at,
+                itertools.islice(self._drafts_made, n),
+                drafts.times,
+                delays.tolist(),
+                defects,
+                drafts.streams,
+                drafts.keys,
+                drafts.events,
+                drafts.labels,
+                strict=True,
+            )
+        )
+
+    def _finish(self, ready: list[tuple], first_seq: int) -> list[Record]:
+        """Final event times, encoding and defects: the records as they will be sent."""
+        live, corrupt = self.live, self.corruptor.corrupt
+        replace, out = msgspec.structs.replace, []
+        seq = first_seq
+        for _, _, time, delay, defect, stream, key, event, label in ready:
+            if live is not None:
+                time = live.base_ms + live.schedule.offset_ms(seq) - delay
+                if event is not None:
+                    field = "updated_at" if stream is Stream.USER_PROFILES else "event_time"
+                    event = replace(event, **{field: time})
+            value = None if event is None else encode(event)
+            if defect is not None:
+                value = corrupt(value, stream, defect)
+            if label is not None:
+                label = encode(replace(label, event_time=time) if live is not None else label)
+            out.append(Record(seq, stream, key, value, time, REASON.get(defect), label))
+            seq += 1
+        return out
+
+
+def expected_records_per_day(config: GeneratorConfig) -> float:
+    """Records per simulated day once every user has been announced (on average)."""
+    transactions = expected_legit_per_day(config) / (1 - config.fraud_rate)
+    sessions = config.sessions_per_user_day * config.users * config.user_events_per_session
+    profiles = (config.profile_update_rate + config.profile_delete_rate) * config.users
+    return transactions + sessions + profiles
+
+
+def _chunk_ms(config: GeneratorConfig) -> int:
+    """About ``CHUNK_EVENTS`` events' worth of simulated time at a nominal activity of
+    ``NOMINAL_EVENTS_PER_USER_DAY`` (bounded to [1 s, 1 h]). It depends on the population only,
+    never on the rates, so changing one stream's rate does not move the others' random draws."""
+    per_day = NOMINAL_EVENTS_PER_USER_DAY * config.users
+    return int(np.clip(CHUNK_EVENTS / per_day * DAY_MS, MIN_CHUNK_MS, MAX_CHUNK_MS))

@@ -1,0 +1,110 @@
+"""Produce runs against a sink that records instead of sending (no Kafka)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+
+from producers.config import GeneratorConfig
+from producers.kafka_sink import KafkaSink
+from producers.progress import ProduceSummary, RateMeter
+from producers.records import Record, Stream
+from producers.runner import Window, produce_history, produce_live
+from rtml.settings import Settings
+
+CONFIG = GeneratorConfig(seed=3, users=400, merchants=1_000, items=300)
+
+
+class RecordingSink(KafkaSink):
+    """A KafkaSink that keeps what it is given and delivers it at once."""
+
+    def __init__(self, settings: Settings, send_labels: bool = False) -> None:
+        super().__init__(settings, send_labels=send_labels)
+        self.records: list[Record] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, records: Sequence[Record]) -> None:
+        for record in records:
+            self.records.append(record)
+            topic = self.topics[record.stream]
+            self.stats.sent[topic] += 1
+            self.stats.delivered[topic] += 1
+            if self.labels_topic and record.label is not None:
+                self.stats.sent[self.labels_topic] += 1
+                self.stats.delivered[self.labels_topic] += 1
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+async def test_live_sends_the_count_in_order_with_slot_times() -> None:
+    settings = Settings()
+    sink = RecordingSink(settings, send_labels=True)
+    lines: list[str] = []
+    summary = await produce_live(
+        settings, CONFIG, rate=4_000.0, count=6_000, report=lines.append, sink=sink
+    )
+    records = sink.records
+    assert [r.seq for r in records] == list(range(6_000))
+    # Record k is due k/4 ms after the start (4000/s); only delayed records are earlier.
+    starts = Counter(r.event_time - r.seq // 4 for r in records)
+    base, on_slot = starts.most_common(1)[0]
+    assert on_slot / len(records) > 0.95 and base > 1_700_000_000_000
+    assert summary.total == 6_000 and summary.labels == sum(r.label is not None for r in records)
+    assert summary.failed == 0 and summary.delivered == summary.total + summary.labels
+    assert summary.target_rate == 4_000.0
+    # How fast simulated time runs, then a progress line per second (the run takes 1.5 s).
+    assert "simulated time runs" in lines[0]
+    assert lines[1:] and all("transactions" in x and "user-profiles" in x for x in lines[1:])
+
+
+@pytest.mark.timeout(60)
+async def test_live_duration_becomes_a_count() -> None:
+    sink = RecordingSink(Settings())
+    await produce_live(Settings(), CONFIG, rate=2_000.0, duration_s=0.5, sink=sink)
+    assert len(sink.records) == 1_000
+
+
+@pytest.mark.timeout(60)
+async def test_history_to_kafka_sends_everything_in_emission_order() -> None:
+    sink = RecordingSink(Settings())
+    summary = await produce_history(Settings(), CONFIG, Window(0, 86_400_000), sink=sink)
+    assert [r.seq for r in sink.records] == list(range(len(sink.records)))
+    assert summary.total == len(sink.records) > 5_000
+    streams = {r.stream for r in sink.records}
+    assert streams == set(Stream)
+
+
+@pytest.mark.timeout(60)
+async def test_history_count_caps_the_run() -> None:
+    sink = RecordingSink(Settings())
+    await produce_history(Settings(), CONFIG, Window(0, 86_400_000), count=777, sink=sink)
+    assert len(sink.records) == 777
+
+
+def test_rate_meter_and_summary_lines() -> None:
+    meter = RateMeter(["transactions", "user-events"], ["fraud-labels"])
+    line = meter.line(1.0, {"transactions": 100, "user-events": 300, "fraud-labels": 5}, failed=0)
+    assert "transactions 100/s" in line and "user-events 300/s" in line
+    assert "fraud-labels 5/s" in line and "total 400 " in line  # labels are not records
+    line = meter.line(2.0, {"transactions": 150, "user-events": 700}, failed=2)
+    assert "transactions 50/s" in line and "user-events 400/s" in line and "errors 2" in line
+    summary = ProduceSummary(
+        records={"transactions": 1_000, "user-events": 3_000},
+        elapsed_s=2.0,
+        delivered=4_000,
+        target_rate=2_000.0,
+        destination="kafka x:1",
+    )
+    text = summary.describe()
+    assert "4,000 records" in text and "(2,000/s, target 2,000/s)" in text
+    assert "delivered 4,000, failed 0" in text
+    unsent = ProduceSummary(
+        records={"transactions": 10}, elapsed_s=1.0, labels=2, labels_sent=False
+    )
+    assert "labels 2 (not sent: --labels-topic sends them)" in unsent.describe()
