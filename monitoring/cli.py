@@ -79,7 +79,10 @@ async def watch(
 def format_report(rep: Report) -> str:
     stamp = time.strftime("%H:%M:%S")
     lines = [f"{stamp}  {'topic':<22}{'records/s':>12}{'total':>14}"]
+    live = any(t.per_second is not None for t in rep.topics)
     for t in rep.topics:
+        if live and not t.per_second:
+            continue  # a live view shows the topics that move
         rate = f"{t.per_second:,.0f}" if t.per_second is not None else "-"
         lines.append(f"{'':10}{t.topic:<22}{rate:>12}{t.total:>14,}")
     active = [g for g in rep.groups if g.consumed_per_second or g.lag]

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from infra.topics import describe_topics
 from rtml.errors import ServiceUnavailable
 from rtml.settings import Settings
 
@@ -73,14 +74,15 @@ class OffsetMonitor:
         try:
             await self._consumer.start()
             await self._admin.start()
-            await self._consumer.topics()
+            described = await describe_topics(self._settings, self._topics)
         except KafkaError as exc:
             await self.stop()
             raise ServiceUnavailable("kafka", f"cannot read offsets: {exc}") from exc
+        except BaseException:
+            await self.stop()
+            raise
         self._partitions = [
-            TopicPartition(topic, p)
-            for topic in self._topics
-            for p in sorted(self._consumer.partitions_for_topic(topic) or ())
+            TopicPartition(info.name, p) for info in described for p in range(info.partitions)
         ]
 
     async def stop(self) -> None:

@@ -30,8 +30,9 @@ def _command_modules() -> list[Any]:
     import infra.cli
     import monitoring.cli
     import producers.cli
+    import rtml.demo
 
-    return [infra.cli, producers.cli, consumers.cli, features.cli, monitoring.cli]
+    return [infra.cli, producers.cli, consumers.cli, features.cli, monitoring.cli, rtml.demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
