@@ -34,7 +34,7 @@ def test_lag_never_goes_negative_when_a_commit_overtakes_a_stale_end_offset() ->
 
 
 def test_live_view_lists_moving_topics_and_active_groups_only() -> None:
-    before = snap(0.0, {"tx": {0: 0}, "idle": {0: 5}}, {})
+    before = snap(0.0, {"tx": {0: 0}, "idle": {0: 5}}, {"quiet": {"idle": {0: 5}}})
     committed = {"g": {"tx": {0: 900}}, "quiet": {"idle": {0: 5}}}
     after = snap(1.0, {"tx": {0: 1000}, "idle": {0: 5}}, committed)
     text = format_report(report(after, before, {"g": "tx", "quiet": "idle"}))
