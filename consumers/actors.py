@@ -61,6 +61,7 @@ class ConsumerActor:
             "node_id": ray.get_runtime_context().get_node_id(),
             "partitions": self._runner.assigned,
             **asdict(self._runner.stats),
+            "pipeline": self._runner.pipeline.stats(),
         }
 
     async def pid(self) -> int:

@@ -30,6 +30,9 @@ from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Changelog key of the input offset the state covers (at-least-once mode only).
+OFFSET_KEY = b"\x00offset"
+
 
 @dataclass(slots=True)
 class OutRecord:
@@ -59,6 +62,8 @@ class PartitionSession:
     processor: PartitionProcessor
     next_offset: int
     changelog_topic: str | None
+    consumer: AIOKafkaConsumer
+    exactly_once: bool = True
     restored_keys: int = 0
     restore_seconds: float = 0.0
     batches: int = 0
@@ -77,13 +82,15 @@ class PartitionSession:
         consumer: AIOKafkaConsumer,
     ) -> PartitionSession:
         started = time.monotonic()
-        producer = make_producer(settings, transactional_id=f"{group_id}-{tp.topic}-{tp.partition}")
+        exactly_once = settings.rtml_delivery == "exactly_once"
+        transactional_id = f"{group_id}-{tp.topic}-{tp.partition}" if exactly_once else None
+        producer = make_producer(settings, transactional_id=transactional_id)
         await producer.start()  # InitProducerId: fences zombies of this partition
         try:
             processor = new_processor(tp.partition)
-            restored = 0
+            restored, state_offset = 0, None
             if changelog_topic is not None:
-                restored = await restore_changelog(
+                restored, state_offset = await restore_changelog(
                     settings, TopicPartition(changelog_topic, tp.partition), processor
                 )
             committed = await consumer.committed(tp)
@@ -91,6 +98,10 @@ class PartitionSession:
             await producer.stop()
             raise
         next_offset = committed if committed is not None else await _earliest(consumer, tp)
+        if state_offset is not None and state_offset > next_offset:
+            # At-least-once: the state was saved after the outputs and before the offset
+            # commit; it already holds the records up to state_offset, whose outputs exist.
+            next_offset = state_offset
         consumer.seek(tp, next_offset)
         session = cls(
             tp=tp,
@@ -98,6 +109,8 @@ class PartitionSession:
             processor=processor,
             next_offset=next_offset,
             changelog_topic=changelog_topic,
+            consumer=consumer,
+            exactly_once=exactly_once,
             restored_keys=restored,
             restore_seconds=time.monotonic() - started,
         )
@@ -117,24 +130,57 @@ class PartitionSession:
         next_offset: int,
         partition_counts: dict[str, int],
     ) -> None:
-        """Write outputs, changelog and the input offset in one transaction."""
-        now_ms = time.time_ns() // 1_000_000
+        """Exactly once: outputs, changelog and the input offset in one transaction.
+
+        At least once (brokers without transactions): outputs first, then the changelog with
+        the offset it covers, then the offset commit. A crash in between repeats outputs (the
+        same inputs through the same restored state: identical duplicates) but never loses one.
+        """
+        if not self.exactly_once:
+            await self._commit_at_least_once(outputs, next_offset, partition_counts)
+            return
         async with self.producer.transaction():
             outbox = Outbox(self.producer)
-            for record in outputs:
-                partition = record.partition
-                if partition is None:
-                    if record.key is None:
-                        raise ValueError(f"output to {record.topic} needs a key or a partition")
-                    partition = self._partitioner(record.key, partition_counts[record.topic])
-                outbox.add(record.topic, partition, record.key, record.value, record.timestamp_ms)
-            if self.changelog_topic is not None:
-                for key, value in self.processor.drain_changelog():
-                    outbox.add(self.changelog_topic, self.tp.partition, key, value, now_ms)
+            self._add_outputs(outbox, outputs, partition_counts)
+            self._add_changelog(outbox, None)
             await outbox.send()
             await self.producer.send_offsets_to_transaction({self.tp: next_offset}, group_id)
         self.next_offset = next_offset
         self.batches += 1
+
+    async def _commit_at_least_once(
+        self, outputs: Iterable[OutRecord], next_offset: int, partition_counts: dict[str, int]
+    ) -> None:
+        outbox = Outbox(self.producer)
+        self._add_outputs(outbox, outputs, partition_counts)
+        await outbox.send()
+        outbox = Outbox(self.producer)
+        self._add_changelog(outbox, next_offset)
+        await outbox.send()
+        await self.consumer.commit({self.tp: next_offset})
+        self.next_offset = next_offset
+        self.batches += 1
+
+    def _add_outputs(
+        self, outbox: Outbox, outputs: Iterable[OutRecord], partition_counts: dict[str, int]
+    ) -> None:
+        for record in outputs:
+            partition = record.partition
+            if partition is None:
+                if record.key is None:
+                    raise ValueError(f"output to {record.topic} needs a key or a partition")
+                partition = self._partitioner(record.key, partition_counts[record.topic])
+            outbox.add(record.topic, partition, record.key, record.value, record.timestamp_ms)
+
+    def _add_changelog(self, outbox: Outbox, covers_offset: int | None) -> None:
+        if self.changelog_topic is None:
+            return
+        now_ms = time.time_ns() // 1_000_000
+        for key, value in self.processor.drain_changelog():
+            outbox.add(self.changelog_topic, self.tp.partition, key, value, now_ms)
+        if covers_offset is not None:
+            offset = str(covers_offset).encode()
+            outbox.add(self.changelog_topic, self.tp.partition, OFFSET_KEY, offset, now_ms)
 
     async def close(self) -> None:
         close = getattr(self.processor, "close", None)
@@ -150,11 +196,12 @@ async def _earliest(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
 
 async def restore_changelog(
     settings: Settings, tp: TopicPartition, processor: PartitionProcessor
-) -> int:
+) -> tuple[int, int | None]:
     """Replay a changelog partition (read_committed, to its end) into ``processor``.
 
     Only the last record per key matters (it is compacted), so records are folded first and
-    each key is restored once. Returns the number of keys with state.
+    each key is restored once. Returns the number of keys with state, and (at-least-once mode)
+    the input offset the state covers.
     """
     reader = make_consumer(settings, group_id=None, read_committed=True, max_poll_records=10_000)
     await reader.start()
@@ -170,11 +217,12 @@ async def restore_changelog(
                     latest[record.key] = record.value
     finally:
         await reader.stop()
+    covers = latest.pop(OFFSET_KEY, None)
     restored = 0
     for key, value in latest.items():
         processor.restore(key, value)
         restored += value is not None
-    return restored
+    return restored, int(covers) if covers else None
 
 
 def records_after(records: Sequence[ConsumerRecord], next_offset: int) -> Sequence[ConsumerRecord]:

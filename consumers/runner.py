@@ -78,6 +78,10 @@ class Pipeline(Protocol):
         """Partition count of every output topic (for keyed outputs)."""
         ...
 
+    def stats(self) -> dict[str, object]:
+        """Pipeline counters: dead letters by reason, late events, unknown fields..."""
+        ...
+
 
 @dataclass
 class RunnerStats:
@@ -119,6 +123,10 @@ class ConsumerRunner(ConsumerRebalanceListener):
     def assigned(self) -> list[int]:
         """Partitions the group gave this member."""
         return sorted(self._assigned)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
 
     @property
     def ready(self) -> list[int]:

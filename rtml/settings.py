@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     rtml_features: FeatureConfig = Field(default_factory=FeatureConfig)
     # Publish every computed fraud feature row to the fraud-features topic (the feature log).
     rtml_emit_feature_rows: bool = False
+    # exactly_once: outputs, state and offsets in one Kafka transaction (the default; needs a
+    # broker with transactions). at_least_once: for brokers without them; a crash may repeat
+    # outputs, as identical duplicates.
+    rtml_delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)

@@ -24,6 +24,7 @@ from aiokafka import ConsumerRecord
 
 from consumers.partition_session import OutRecord
 from consumers.pipelines.dead_letters import DeadLetters
+from consumers.pipelines.engine_partition import EnginePartition
 from consumers.profile_table import ProfileTable
 from consumers.runner import PartitionBatch
 from consumers.scoring import (
@@ -42,7 +43,6 @@ from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
 
 GROUP = "fraud"
-META_KEY = b"\x00partition"  # changelog key of the partition's clock (watermark)
 
 
 class FeatureRow(msgspec.Struct, frozen=True):
@@ -53,36 +53,6 @@ class FeatureRow(msgspec.Struct, frozen=True):
     event_time: int
     features: dict[str, float | None]
     computed_at: int
-
-
-class FraudPartition:
-    """One partition's view of the shared engine, as the runner's ``PartitionProcessor``."""
-
-    def __init__(self, engine: FraudFeatureEngine, partition: int) -> None:
-        self.engine = engine
-        self.partition = partition
-        engine.revoke(partition)  # a reopened partition starts empty, then restores
-        engine.assign(partition, now_ms=time.time_ns() // 1_000_000)
-
-    def restore(self, key: bytes, value: bytes | None) -> None:
-        if key == META_KEY:
-            if value:
-                now_ms = time.time_ns() // 1_000_000
-                self.engine.restore_partition(self.partition, value, now_ms=now_ms)
-        else:
-            self.engine.restore(self.partition, key.decode("utf-8"), value)
-
-    def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
-        engine, partition = self.engine, self.partition
-        changes: list[tuple[bytes, bytes | None]] = [
-            (key.encode("utf-8"), engine.serialize(partition, key))
-            for key in engine.drain_touched(partition)
-        ]
-        changes.append((META_KEY, engine.serialize_partition(partition)))
-        return changes
-
-    def close(self) -> None:
-        self.engine.revoke(self.partition)
 
 
 class FraudFeaturesPipeline:
@@ -98,7 +68,8 @@ class FraudFeaturesPipeline:
         topics = settings.rtml_topics
         self.group_id = group_id
         self.input_topic = topics.transactions.name
-        self.changelog_topic = f"{group_id}-changelog"
+        # Derived from the input too: state belongs to one group reading one topic.
+        self.changelog_topic = f"{group_id}-{self.input_topic}-changelog"
         self._settings = settings
         self._store = store
         self._owns_store = store is None
@@ -137,8 +108,8 @@ class FraudFeaturesPipeline:
             config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         )
 
-    def new_processor(self, partition: int) -> FraudPartition:
-        return FraudPartition(self._engine, partition)
+    def new_processor(self, partition: int) -> EnginePartition:
+        return EnginePartition(self._engine, partition)
 
     async def start(self) -> None:
         from infra.topics import ensure_topics
@@ -159,6 +130,13 @@ class FraudFeaturesPipeline:
 
     def output_partitions(self) -> dict[str, int]:
         return self._partitions
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "dead_letters": dict(self.dead_letters.counts),
+            "late": self.late,
+            "unknown_fields": dict(self.unknown_fields),
+        }
 
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
         assert self._store is not None

@@ -65,6 +65,9 @@ class ProfilesPipeline:
     def output_partitions(self) -> dict[str, int]:
         return self._partitions
 
+    def stats(self) -> dict[str, object]:
+        return {"dead_letters": dict(self.dead_letters.counts)}
+
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
         assert self._store is not None
         writes: dict[str, tuple[str, int, bytes]] = {}

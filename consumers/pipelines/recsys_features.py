@@ -21,6 +21,7 @@ from aiokafka import ConsumerRecord
 from consumers.global_views import GlobalViewsFollower, encode_delta, topic_spec
 from consumers.partition_session import OutRecord
 from consumers.pipelines.dead_letters import DeadLetters
+from consumers.pipelines.engine_partition import EnginePartition
 from consumers.runner import PartitionBatch
 from contracts.codec import EventDecoder, encode
 from contracts.events import UserEvent
@@ -31,7 +32,6 @@ from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
 
 GROUP = "recsys"
-META_KEY = b"\x00partition"
 
 
 class UserFeatureRow(msgspec.Struct, frozen=True):
@@ -40,34 +40,6 @@ class UserFeatureRow(msgspec.Struct, frozen=True):
     event_time: int
     features: dict[str, object]
     computed_at: int
-
-
-class RecsysPartition:
-    def __init__(self, engine: RecommendationFeatureEngine, partition: int) -> None:
-        self.engine = engine
-        self.partition = partition
-        engine.revoke(partition)
-        engine.assign(partition, now_ms=time.time_ns() // 1_000_000)
-
-    def restore(self, key: bytes, value: bytes | None) -> None:
-        if key == META_KEY:
-            if value:
-                now_ms = time.time_ns() // 1_000_000
-                self.engine.restore_partition(self.partition, value, now_ms=now_ms)
-        else:
-            self.engine.restore(self.partition, key.decode("utf-8"), value)
-
-    def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
-        engine, partition = self.engine, self.partition
-        changes: list[tuple[bytes, bytes | None]] = [
-            (key.encode("utf-8"), engine.serialize(partition, key))
-            for key in engine.drain_touched(partition)
-        ]
-        changes.append((META_KEY, engine.serialize_partition(partition)))
-        return changes
-
-    def close(self) -> None:
-        self.engine.revoke(self.partition)
 
 
 class RecsysFeaturesPipeline:
@@ -82,8 +54,9 @@ class RecsysFeaturesPipeline:
         topics = settings.rtml_topics
         self.group_id = group_id
         self.input_topic = topics.user_events.name
-        self.changelog_topic = f"{group_id}-changelog"
-        self.slices_topic = f"{group_id}-view-slices"
+        # Derived from the input too: state belongs to one group reading one topic.
+        self.changelog_topic = f"{group_id}-{self.input_topic}-changelog"
+        self.slices_topic = f"{group_id}-{self.input_topic}-view-slices"
         self._settings = settings
         self._store = store
         self._owns_store = store is None
@@ -105,8 +78,8 @@ class RecsysFeaturesPipeline:
         )
         return [changelog, topic_spec(self.slices_topic)]
 
-    def new_processor(self, partition: int) -> RecsysPartition:
-        return RecsysPartition(self._engine, partition)
+    def new_processor(self, partition: int) -> EnginePartition:
+        return EnginePartition(self._engine, partition)
 
     async def start(self) -> None:
         from infra.topics import ensure_topics
@@ -127,6 +100,13 @@ class RecsysFeaturesPipeline:
 
     def output_partitions(self) -> dict[str, int]:
         return self._partitions
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "dead_letters": dict(self.dead_letters.counts),
+            "late": self.late,
+            "unknown_fields": dict(self.unknown_fields),
+        }
 
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
         assert self._store is not None

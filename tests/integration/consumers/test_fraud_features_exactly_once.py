@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 
 import msgspec
+import pytest
 import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -22,8 +23,8 @@ from consumers.pipelines.fraud_features import FeatureRow, FraudFeaturesPipeline
 from consumers.runner import ConsumerRunner
 from contracts.codec import EventDecoder
 from contracts.events import DeadLetter, Transaction, UserProfile
-from features.definitions import FRAUD_FEATURE_NAMES
-from features.fraud import FraudFeatureEngine
+from features.replay import replay_fraud
+from rtml.errors import InvalidEvent
 from rtml.settings import Settings, Topics
 
 PARTITIONS = 4
@@ -118,51 +119,47 @@ async def read_committed(settings: Settings, topic: str, expected: int) -> list:
 
 
 async def reference_rows(settings: Settings) -> dict[str, dict[str, float | None]]:
-    """Features of every non-late valid transaction from one uninterrupted engine run."""
+    """Features of every non-late valid transaction from the offline replay of the topic."""
     topic = settings.rtml_topics.transactions.name
     consumer = AIOKafkaConsumer(
         topic, **settings.kafka_client_kwargs(), group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
-    by_partition: dict[int, list] = {p: [] for p in range(PARTITIONS)}
+    records = []
     try:
         async with asyncio.timeout(60):
             ends = await consumer.end_offsets(list(consumer.assignment()))
-            done = {tp: False for tp in ends}
-            while not all(done.values()):
+            while not all([await consumer.position(tp) >= end for tp, end in ends.items()]):
                 batch = await consumer.getmany(timeout_ms=1_000)
-                for tp, rs in batch.items():
-                    by_partition[tp.partition].extend(rs)
-                for tp, end in ends.items():
-                    done[tp] = await consumer.position(tp) >= end
+                records.extend(r for rs in batch.values() for r in rs)
     finally:
         await consumer.stop()
+    records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))  # production order
     decoder = EventDecoder(Transaction)
     profile_decoder = msgspec.json.Decoder(UserProfile)
-    table = {json.loads(v)["user_id"]: profile_decoder.decode(v) for _, v in profiles()}
-    engine = FraudFeatureEngine(settings.rtml_features)
-    rows: dict[str, dict[str, float | None]] = {}
-    for partition, records in by_partition.items():
-        engine.assign(partition)
-        txs = []
-        for record in records:
-            try:
-                txs.append(decoder.decode(record.value).event)
-            except Exception:  # noqa: BLE001 - malformed ones are dead-lettered online
-                continue
-        result = engine.process_batch(partition, txs, table)
-        for tx, row in zip(txs, result.rows, strict=True):
-            if row is not None:
-                rows[tx.event_id] = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
-    return rows
+    log: list[Transaction | UserProfile] = [profile_decoder.decode(v) for _, v in profiles()]
+    for record in records:
+        try:
+            log.append(decoder.decode(record.value).event)
+        except InvalidEvent:
+            continue  # malformed ones are dead-lettered online
+    rows = replay_fraud(log, partitions=PARTITIONS, config=settings.rtml_features)
+    return {row.event_id: row.features for row in rows}
 
 
-def check_rows(feature_records: list, reference: dict[str, dict[str, float | None]]) -> None:
+def check_rows(
+    feature_records: list,
+    reference: dict[str, dict[str, float | None]],
+    *,
+    duplicates_allowed: bool = False,
+) -> None:
+    """One row per event (or, at least once, any duplicates identical) equal to the replay."""
     decoder = msgspec.json.Decoder(FeatureRow)
     rows = [decoder.decode(r.value) for r in feature_records]
     counts = Counter(row.event_id for row in rows)
     duplicates = [event_id for event_id, c in counts.items() if c > 1]
-    assert not duplicates, f"{len(duplicates)} events have more than one row"
+    if not duplicates_allowed:
+        assert not duplicates, f"{len(duplicates)} events have more than one row"
     assert set(counts) == set(reference), "missing or unexpected feature rows"
     mismatched = [row.event_id for row in rows if row.features != reference[row.event_id]]
     assert not mismatched, f"{len(mismatched)} rows differ from the uninterrupted run"
@@ -226,10 +223,17 @@ async def test_members_joining_and_leaving_count_every_event_once(
     assert kinds == {"malformed_json": bad, "late": late}
 
 
-async def test_killed_actor_restores_state_and_resumes_exactly_once(
-    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, ray_session: None
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+async def test_killed_actor_restores_state_and_resumes(
+    stack_settings: Settings,
+    new_topic,
+    producer: AIOKafkaProducer,
+    ray_session: None,
+    delivery: str,
 ) -> None:
+    """Exactly once: one row per event. At least once: at least one, duplicates identical."""
     settings = await pipeline_settings(stack_settings, new_topic)
+    settings = settings.model_copy(update={"rtml_delivery": delivery})
     topics = settings.rtml_topics
     await produce(producer, topics.user_profiles.name, profiles())
     records, _ = transactions(6_000, seed=2)
@@ -258,7 +262,7 @@ async def test_killed_actor_restores_state_and_resumes_exactly_once(
 
         reference = await reference_rows(settings)
         feature_records = await read_committed(settings, topics.fraud_features.name, len(reference))
-        check_rows(feature_records, reference)
+        check_rows(feature_records, reference, duplicates_allowed=delivery == "at_least_once")
         new_pid = await victim.pid.remote()
         assert new_pid != pid, "the actor should have been restarted"
         assert ray.get(victim.stats.remote())["partitions"] is not None

@@ -101,7 +101,7 @@ async def test_user_features_and_global_views_exactly_once(
         if event.event_type == "view":
             exact.add_view(event.event_time, event.category, event.item_id)
     last_slice = slice_start(max(e.event_time for e in valid)) + 60_000
-    follower = GlobalViewsFollower(settings, f"{group}-view-slices")
+    follower = GlobalViewsFollower(settings, pipelines[0].slices_topic)
     await follower.start()
     await follower.stop()
     assert follower.views.item_views(last_slice) == exact.item_views(last_slice)
