@@ -55,6 +55,7 @@ def _count(text: str) -> int:
 
 def consume_command(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.actors import ConsumerGroup, pipeline_factories
+    from consumers.pipelines import input_partitions
     from rtml.ray_runtime import init_ray, shutdown_ray
 
     unknown = set(args.pipelines) - set(pipeline_factories())
@@ -68,7 +69,7 @@ def consume_command(settings: Settings, args: argparse.Namespace) -> int:
     groups = [ConsumerGroup(settings, name) for name in args.pipelines]
     try:
         for group in groups:
-            group.scale(args.actors)
+            group.scale(args.actors, max_members=input_partitions(settings, group.pipeline))
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.wait(args.interval):
             for group in groups:

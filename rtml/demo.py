@@ -63,6 +63,7 @@ def say(message: str) -> None:
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.actors import ConsumerGroup
+    from consumers.pipelines import input_partitions
     from monitoring.cli import watch
     from producers.config import GeneratorConfig
     from producers.runner import produce_live
@@ -73,7 +74,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     groups = [ConsumerGroup(settings, name) for name in PIPELINES]
     try:
         for group in groups:
-            await asyncio.to_thread(group.scale, args.actors)
+            most = input_partitions(settings, group.pipeline)
+            await asyncio.to_thread(group.scale, min(args.actors, most))
         await _wait_ready(groups)
         config = GeneratorConfig(seed=args.seed, users=args.users)
         say(f"producing {args.rate:,.0f} records/s for {args.duration:.0f}s")

@@ -20,3 +20,14 @@ def factories() -> dict[str, Callable[[Settings], Pipeline]]:
         "fraud": FraudFeaturesPipeline,
         "recsys": RecsysFeaturesPipeline,
     }
+
+
+def input_partitions(settings: Settings, pipeline: str) -> int:
+    """Partitions of a pipeline's input topic: the most actors that can do work."""
+    topics = settings.rtml_topics
+    spec = {
+        "profiles": topics.user_profiles,
+        "fraud": topics.transactions,
+        "recsys": topics.user_events,
+    }[pipeline]
+    return spec.partitions
