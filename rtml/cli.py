@@ -31,8 +31,17 @@ def _command_modules() -> list[Any]:
     import monitoring.cli
     import producers.cli
     import rtml.demo
+    import training.cli
 
-    return [infra.cli, producers.cli, consumers.cli, features.cli, monitoring.cli, rtml.demo]
+    return [
+        infra.cli,
+        producers.cli,
+        consumers.cli,
+        features.cli,
+        training.cli,
+        monitoring.cli,
+        rtml.demo,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
