@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from monitoring.latency import ScoreLatency, format_latency
 from monitoring.topic_rates import OffsetMonitor, Report, Snapshot, report
 from rtml.settings import Settings
 
@@ -61,18 +62,25 @@ async def watch(
     group_inputs = {g: getattr(topics, field).name for g, field in PIPELINE_GROUPS.items()}
     monitor = OffsetMonitor(settings, names, list(group_inputs))
     await monitor.start()
+    latency = ScoreLatency(settings, threshold=settings.rtml_fraud_alert_threshold)
+    if not once:
+        await latency.start()
     try:
         previous: Snapshot | None = None
         deadline = time.monotonic() + duration if duration else None
         while True:
             current = await monitor.snapshot()
             if previous is not None or once:
-                print(format_report(report(current, previous, group_inputs)), file=out, flush=True)
+                lines = format_report(report(current, previous, group_inputs))
+                if not once:
+                    lines += "\n" + format_latency(latency.summary())
+                print(lines, file=out, flush=True)
             if once or (deadline is not None and time.monotonic() >= deadline):
                 return
             previous = current
             await asyncio.sleep(interval)
     finally:
+        await latency.stop()
         await monitor.stop()
 
 
