@@ -32,10 +32,10 @@ class FraudScorerClient(Protocol):
     async def score(self, rows: np.ndarray, explain_threshold: float | None) -> ScoredBatch: ...
 
 
-class ServeFraudScorer:
-    """The FraudScorer deployment of a running Serve application, through its handle."""
+class ServeDeployment:
+    """A deployment of a running Serve application, called through its handle."""
 
-    def __init__(self, app_name: str = "rtml", deployment: str = "FraudScorer") -> None:
+    def __init__(self, deployment: str, app_name: str = "rtml") -> None:
         self._app_name = app_name
         self._deployment = deployment
         self._handle: Any = None
@@ -46,20 +46,30 @@ class ServeFraudScorer:
 
             try:
                 self._handle = serve.get_deployment_handle(self._deployment, self._app_name)
-            except Exception as exc:
+            except Exception as exc:  # Serve raises bare exceptions here
                 raise ServiceUnavailable(
                     "serve", f"no {self._deployment} in app {self._app_name!r}: {exc}"
                 ) from exc
         return self._handle
 
+    async def call(self, method: str, request: Any) -> Any:
+        handle = self._get_handle()
+        try:
+            return await getattr(handle, method).remote(request)
+        except Exception as exc:  # Ray/Serve errors: the batch is retried
+            raise ServiceUnavailable("serve", f"{self._deployment}.{method} failed: {exc}") from exc
+
+
+class ServeFraudScorer:
+    """``FraudScorerClient`` on the FraudScorer deployment: one call per poll batch."""
+
+    def __init__(self, app_name: str = "rtml") -> None:
+        self._deployment = ServeDeployment("FraudScorer", app_name)
+
     async def score(self, rows: np.ndarray, explain_threshold: float | None) -> ScoredBatch:
         from serving.protocol import FraudScoreRequest
 
-        handle = self._get_handle()
-        try:
-            return await handle.score.remote(FraudScoreRequest(rows, explain_threshold))
-        except Exception as exc:
-            raise ServiceUnavailable("serve", f"FraudScorer call failed: {exc}") from exc
+        return await self._deployment.call("score", FraudScoreRequest(rows, explain_threshold))
 
 
 @dataclass(slots=True)

@@ -53,7 +53,9 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
 
     say("starting the local stack (Kafka, Redis)")
     stack.up(settings)
-    settings = settings.model_copy(update={"rtml_fraud_scoring": False})
+    settings = settings.model_copy(
+        update={"rtml_fraud_scoring": False, "rtml_recommend_on_activity": False}
+    )
     return asyncio.run(_run(settings, args))
 
 

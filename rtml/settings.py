@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     rtml_serve_app: str = "rtml"
+    # Refresh a user's top-K (Recommender deployment) on activity, at most once per interval.
+    rtml_recommend_on_activity: bool = True
+    rtml_recommend_k: int = Field(default=20, ge=1, le=1000)
+    rtml_recommend_interval_s: float = Field(default=5.0, ge=0.0)
     rtml_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")

@@ -8,10 +8,16 @@ partition's view-slice deltas (published exactly once, with the offsets).
 
 Item popularity (global views per item over the last complete hour) is written to the online
 store as one sorted set every ``popularity_interval_s`` for the recommender to read.
+
+On activity (``rtml_recommend_on_activity``), the users of the batch whose top-K was not
+refreshed in the last ``rtml_recommend_interval_s`` seconds get a new one from the Recommender
+deployment, one call per poll batch: it goes to the ``recommendations`` topic (in the batch's
+transaction) and to the online store (``recs`` group), guarded by event time.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -23,8 +29,9 @@ from consumers.partition_session import OutRecord
 from consumers.pipelines.dead_letters import DeadLetters
 from consumers.pipelines.engine_partition import EnginePartition
 from consumers.runner import PartitionBatch
+from consumers.scoring import ServeDeployment
 from contracts.codec import EventDecoder, encode
-from contracts.events import UserEvent
+from contracts.events import Recommendation, UserEvent
 from features.definitions import RECOMMENDATION_FEATURE_NAMES
 from features.recommendations import RecommendationFeatureEngine
 from rtml.errors import InvalidEvent
@@ -69,6 +76,15 @@ class RecsysFeaturesPipeline:
         self._popularity_written = 0.0
         self.unknown_fields: Counter[str] = Counter()
         self.late = 0
+        self._recommender = (
+            ServeDeployment("Recommender", settings.rtml_serve_app)
+            if settings.rtml_recommend_on_activity
+            else None
+        )
+        self._recs_topic = topics.recommendations.name
+        self._partitions[self._recs_topic] = topics.recommendations.partitions
+        self._refreshed: dict[str, float] = {}  # user -> monotonic time of the last refresh
+        self.refreshes = 0
 
     def topic_specs(self) -> list[TopicSpec]:
         changelog = TopicSpec(
@@ -106,6 +122,7 @@ class RecsysFeaturesPipeline:
             "dead_letters": dict(self.dead_letters.counts),
             "late": self.late,
             "unknown_fields": dict(self.unknown_fields),
+            "recommendation_refreshes": self.refreshes,
         }
 
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
@@ -113,6 +130,7 @@ class RecsysFeaturesPipeline:
         now_ms = time.time_ns() // 1_000_000
         outputs: dict[int, list[OutRecord]] = {}
         newest: dict[str, tuple[str, int, bytes]] = {}
+        refresh: dict[str, tuple[int, UserEvent, tuple[object, ...], int]] = {}
         views = self.global_views.views
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
@@ -123,9 +141,11 @@ class RecsysFeaturesPipeline:
                     self.late += 1
                     error = InvalidEvent("late", "event_time is older than the watermark")
                     out.append(self.dead_letters.of(sources[index], error))
-                for event, row in zip(events, result.rows, strict=True):
+                for event, row, source in zip(events, result.rows, sources, strict=True):
                     if row is None:
                         continue
+                    if self._recommender is not None:
+                        refresh[event.user_id] = (batch.partition, event, row, source.timestamp)
                     known = newest.get(event.user_id)
                     if known is None or known[1] <= event.event_time:
                         features = dict(zip(RECOMMENDATION_FEATURE_NAMES, row, strict=True))
@@ -140,7 +160,53 @@ class RecsysFeaturesPipeline:
                 out.append(OutRecord(self.slices_topic, key, encode_delta(delta), now_ms, 0))
         await self._store.write(GROUP, list(newest.values()))
         await self._maybe_write_popularity()
+        if refresh:
+            await self._refresh_recommendations(refresh, outputs)
         return outputs
+
+    async def _refresh_recommendations(
+        self,
+        candidates: dict[str, tuple[int, UserEvent, tuple[object, ...], int]],
+        outputs: dict[int, list[OutRecord]],
+    ) -> None:
+        """One Recommender call for the batch's users that are due; outputs per partition."""
+        from serving.protocol import RecommendRequest
+
+        assert self._recommender is not None and self._store is not None
+        now = time.monotonic()
+        interval = self._settings.rtml_recommend_interval_s
+        due = [
+            item
+            for user, item in candidates.items()
+            if now - self._refreshed.get(user, -math.inf) >= interval
+        ]
+        if not due:
+            return
+        request = RecommendRequest([row for _, _, row, _ in due], k=self._settings.rtml_recommend_k)
+        response = await self._recommender.call("recommend", request)
+        produced_at = time.time_ns() // 1_000_000
+        rows = []
+        for (partition, event, _, ingested_at), items in zip(due, response.items, strict=True):
+            record = Recommendation(
+                user_id=event.user_id,
+                items=items,
+                model_version=response.model_version,
+                event_time=event.event_time,
+                ingested_at=ingested_at,
+                produced_at=produced_at,
+            )
+            payload = encode(record)
+            key = event.user_id.encode()
+            outputs.setdefault(partition, []).append(
+                OutRecord(self._recs_topic, key, payload, produced_at)
+            )
+            rows.append((event.user_id, event.event_time, payload))
+            self._refreshed[event.user_id] = now
+        await self._store.write("recs", rows)
+        self.refreshes += len(due)
+        if len(self._refreshed) > 1_000_000:  # bounded: forget users not seen for an interval
+            horizon = now - interval
+            self._refreshed = {u: t for u, t in self._refreshed.items() if t >= horizon}
 
     async def _maybe_write_popularity(self) -> None:
         """Item views over the last complete hour of event time (the newest slice may be open)."""

@@ -78,7 +78,9 @@ async def test_user_features_and_global_views_exactly_once(
         user_events={"name": await new_topic(PARTITIONS), "partitions": PARTITIONS},
         dead_letter={"name": await new_topic(1)},
     )  # type: ignore[arg-type]
-    settings = stack_settings.model_copy(update={"rtml_topics": topics})
+    settings = stack_settings.model_copy(
+        update={"rtml_topics": topics, "rtml_recommend_on_activity": False}
+    )
     events = user_events(3_000, seed=7)
     bad = await produce(producer, topics.user_events.name, events[:1_500], 0)
     store = OnlineStore(redis_client, namespace=redis_prefix.rstrip(":"))
