@@ -45,7 +45,10 @@ def test_invalid_settings_print_one_line(
 
 
 def test_missing_config_file_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # --config exports RTML_CONFIG for the whole process (Ray workers inherit it); let
+    # monkeypatch restore the variable afterwards.
+    monkeypatch.setenv("RTML_CONFIG", "")
     assert main(["--config", str(tmp_path / "absent.toml"), "status", "--once"]) == 2
     assert "does not exist" in capsys.readouterr().err
