@@ -31,6 +31,7 @@ def _command_modules() -> list[Any]:
     import monitoring.cli
     import producers.cli
     import rtml.demo
+    import serving.cli
     import training.cli
 
     return [
@@ -39,6 +40,7 @@ def _command_modules() -> list[Any]:
         consumers.cli,
         features.cli,
         training.cli,
+        serving.cli,
         monitoring.cli,
         rtml.demo,
     ]

@@ -1,0 +1,113 @@
+"""Every metric the serving layer exports, named in one place.
+
+``ray.util.metrics`` inside the replicas: Ray's metrics agent exports them on each node's
+Prometheus endpoint (and the dashboard's Grafana), with the replica's tags. A process-local
+``prometheus_client`` registry would never leave the actor.
+
+Metrics are created when a replica starts (``ModelMetrics(...)``/``HttpMetrics()``), never at
+import, so importing this module costs nothing and needs no Ray.
+"""
+
+from __future__ import annotations
+
+REQUESTS = "rtml_serve_requests"  # Counter{deployment, outcome}: handle calls answered
+ROWS = "rtml_serve_rows"  # Counter{deployment}: rows (transactions, users) scored
+BATCH_ROWS = "rtml_serve_batch_rows"  # Histogram{deployment}: rows per forward pass
+BATCH_REQUESTS = "rtml_serve_batch_requests"  # Histogram{deployment}: requests coalesced
+COMPUTE_MS = "rtml_serve_compute_ms"  # Histogram{deployment}: forward pass (+ explain) time
+LATENCY_MS = "rtml_serve_latency_ms"  # Histogram{deployment}: handle call, inside the replica
+MODEL_LOADED = "rtml_serve_model_loaded"  # Gauge{deployment, version}: 1 for the loaded one
+MODEL_RELOADS = "rtml_serve_model_reloads"  # Counter{deployment, outcome}: ok | failed
+HTTP_REQUESTS = "rtml_http_requests"  # Counter{route, status}
+HTTP_LATENCY_MS = "rtml_http_latency_ms"  # Histogram{route}
+FEATURE_SOURCE = "rtml_http_feature_rows"  # Counter{group, source}: online_store | request...
+
+_MS_BUCKETS = [0.25, 0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 75, 100, 200, 500, 1000, 5000]
+_ROW_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+_REQUEST_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+
+
+class ModelMetrics:
+    """The metrics of one model deployment's replica."""
+
+    def __init__(self, deployment: str) -> None:
+        from ray.util import metrics
+
+        tags: dict[str, str] = {"deployment": deployment}
+        self.requests = metrics.Counter(
+            REQUESTS, "Handle calls answered, by outcome.", ("deployment", "outcome")
+        )
+        self.rows = metrics.Counter(ROWS, "Rows scored.", ("deployment",))
+        self.batch_rows = metrics.Histogram(
+            BATCH_ROWS, "Rows per forward pass.", _ROW_BUCKETS, ("deployment",)
+        )
+        self.batch_requests = metrics.Histogram(
+            BATCH_REQUESTS, "Requests per forward pass.", _REQUEST_BUCKETS, ("deployment",)
+        )
+        self.compute_ms = metrics.Histogram(
+            COMPUTE_MS, "Forward pass time (ms).", _MS_BUCKETS, ("deployment",)
+        )
+        self.latency_ms = metrics.Histogram(
+            LATENCY_MS, "Call time inside the replica (ms).", _MS_BUCKETS, ("deployment",)
+        )
+        self.model_loaded = metrics.Gauge(
+            MODEL_LOADED, "1 for the model version a replica serves.", ("deployment", "version")
+        )
+        self.reloads = metrics.Counter(
+            MODEL_RELOADS, "Model (re)loads, by outcome.", ("deployment", "outcome")
+        )
+        for metric in (
+            self.requests,
+            self.rows,
+            self.batch_rows,
+            self.batch_requests,
+            self.compute_ms,
+            self.latency_ms,
+            self.model_loaded,
+            self.reloads,
+        ):
+            metric.set_default_tags(tags)
+
+    def batch(self, rows: int, requests: int, compute_ms: float) -> None:
+        self.rows.inc(rows)
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
+        self.compute_ms.observe(compute_ms)
+
+    def answered(self, outcome: str, latency_ms: float) -> None:
+        self.requests.inc(1, tags={"outcome": outcome})
+        self.latency_ms.observe(latency_ms)
+
+    def swapped(self, old: str | None, new: str) -> None:
+        if old is not None and old != new:
+            self.model_loaded.set(0, tags={"version": old})
+        self.model_loaded.set(1, tags={"version": new})
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.inc(1, tags={"outcome": "ok" if ok else "failed"})
+
+
+class HttpMetrics:
+    """The ingress's metrics."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self.requests = metrics.Counter(
+            HTTP_REQUESTS, "HTTP requests, by route and status.", ("route", "status")
+        )
+        self.latency_ms = metrics.Histogram(
+            HTTP_LATENCY_MS, "HTTP request time in the ingress (ms).", _MS_BUCKETS, ("route",)
+        )
+        self.feature_rows = metrics.Counter(
+            FEATURE_SOURCE, "Feature rows used, by where they came from.", ("group", "source")
+        )
+
+    def answered(self, route: str, status: int, latency_ms: float) -> None:
+        self.requests.inc(1, tags={"route": route, "status": str(status)})
+        self.latency_ms.observe(latency_ms, tags={"route": route})
+
+    def sources(self, group: str, counts: dict[str, int]) -> None:
+        for source, n in counts.items():
+            if n:
+                self.feature_rows.inc(n, tags={"group": group, "source": source})
