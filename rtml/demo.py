@@ -1,9 +1,11 @@
 """`rtml demo`: the main job on the local stack, end to end, then a clean stop.
 
-Starts Kafka and Redis (``infra``), Ray and the consumer actors of every pipeline, drives live
-synthetic traffic for ``--duration`` seconds, prints a live view (records/s per topic, lag per
-pipeline) every two seconds, waits for the pipelines to drain, and stops everything it started
-except the stack (``rtml infra down`` stops that).
+Starts Kafka and Redis (``infra``); trains small models if there are none yet (``rtml train``);
+starts Ray, the Serve app (FraudScorer, Recommender, HTTP) and the consumer actors of every
+pipeline; drives live synthetic traffic for ``--duration`` seconds while printing a live view
+(records/s per topic, lag per pipeline, end-to-end latency percentiles, alerts) every two
+seconds; waits for the pipelines to drain; and stops everything it started except the stack
+(``rtml infra down`` stops that). ``--no-models`` runs the feature pipelines alone.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import subprocess
 import sys
 import time
 from typing import Any
@@ -35,6 +38,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--users", type=int, default=200_000, help="synthetic users")
     parser.add_argument("--actors", type=int, default=1, help="consumer actors per pipeline")
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
+    parser.add_argument(
+        "--no-models", action="store_true", help="features only: no training, Serve or scoring"
+    )
     parser.set_defaults(run=demo_command)
 
 
@@ -53,10 +59,30 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
 
     say("starting the local stack (Kafka, Redis)")
     stack.up(settings)
+    models = not args.no_models
+    if models:
+        _train_if_missing(settings)
     settings = settings.model_copy(
-        update={"rtml_fraud_scoring": False, "rtml_recommend_on_activity": False}
+        update={"rtml_fraud_scoring": models, "rtml_recommend_on_activity": models}
     )
     return asyncio.run(_run(settings, args))
+
+
+def _train_if_missing(settings: Settings) -> None:
+    """Small models (a few minutes on two cores) when the models directory has none."""
+    from models.artifacts import list_models
+
+    models_dir = settings.rtml_state_dir / "models"
+    for kind, days in (("fraud", "7"), ("recsys", "2")):
+        if list_models(models_dir, kind):
+            continue
+        say(f"no {kind} model yet: training a small one (rtml train {kind} --days {days})")
+        done = subprocess.run(
+            [sys.executable, "-m", "rtml.cli", "train", kind, "--days", days, "--users", "5000"],
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RtmlError(f"training the {kind} model failed (exit {done.returncode})")
 
 
 def say(message: str) -> None:
@@ -73,6 +99,9 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     say(f"starting Ray and {args.actors} actor(s) per pipeline: {', '.join(PIPELINES)}")
     await asyncio.to_thread(init_ray, settings, dashboard=True)
+    if settings.rtml_fraud_scoring:
+        say("deploying the Serve app (FraudScorer, Recommender, HTTP on 127.0.0.1:8000)")
+        await asyncio.to_thread(_deploy_serving, settings)
     groups = [ConsumerGroup(settings, name) for name in PIPELINES]
     try:
         for group in groups:
@@ -96,9 +125,27 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         say("stopping the pipelines (each actor commits its last batch)")
         for group in groups:
             await asyncio.to_thread(group.stop)
+        if settings.rtml_fraud_scoring:
+            await asyncio.to_thread(_stop_serving, settings)
         await asyncio.to_thread(shutdown_ray)
     say("done; `rtml infra down` stops Kafka and Redis")
     return 0
+
+
+def _deploy_serving(settings: Settings) -> None:
+    from serving.config import serve_config
+    from serving.deploy import deploy
+
+    config = serve_config()
+    config["applications"][0]["name"] = settings.rtml_serve_app
+    deploy(config)
+
+
+def _stop_serving(settings: Settings) -> None:
+    from ray import serve
+
+    serve.delete(settings.rtml_serve_app)
+    serve.shutdown()
 
 
 async def _wait_ready(groups: list[Any], timeout_s: float = 120.0) -> None:
