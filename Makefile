@@ -15,7 +15,7 @@ demo: setup
 	@./scripts/demo.sh $(DEMO_SECONDS) $(DEMO_RATE)
 
 test: setup lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests/unit tests/integration
 
 unit: setup
 	$(BIN)/pytest tests/unit

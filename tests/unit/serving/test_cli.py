@@ -85,12 +85,17 @@ def test_a_config_file_is_read_and_checked(settings: Settings, tmp_path: Path) -
         )
 
 
-def test_serve_without_models_fails_before_starting_ray(settings: Settings) -> None:
-    import ray
+def test_serve_without_models_fails_before_starting_ray(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rtml.ray_runtime
 
+    def must_not_start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started before the models were checked")
+
+    monkeypatch.setattr(rtml.ray_runtime, "init_ray", must_not_start)
     with pytest.raises(ArtifactError, match="train one with `rtml train fraud`"):
         cli.serve_command(settings, parser().parse_args(["serve"]))
-    assert not ray.is_initialized()
 
 
 def test_config_command_prints_the_generated_config(
