@@ -25,6 +25,7 @@ log = logging.getLogger("rtml")
 
 def _command_modules() -> list[Any]:
     # Imported lazily so `rtml --help` stays fast and one broken extra cannot hide the others.
+    import bench.cli
     import consumers.cli
     import features.cli
     import infra.cli
@@ -42,6 +43,7 @@ def _command_modules() -> list[Any]:
         training.cli,
         serving.cli,
         monitoring.cli,
+        bench.cli,
         rtml.demo,
     ]
 

@@ -1,0 +1,30 @@
+"""The scenarios of ``rtml bench``, in the order they run within a round.
+
+To add one: a module here with a ``bench.scenario.Scenario`` subclass, named in ``SCENARIOS``.
+Planned: the end-to-end fraud pipeline with the model, the recommendation pipeline with HTTP
+top-K latency, a naive per-event pipeline, a Quix Streams peer, a scaling curve.
+
+The registry names classes by import path, so ``rtml --help`` and argument checks import no
+Kafka or Ray code.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.scenario import Scenario
+
+SCENARIOS: dict[str, str] = {
+    "ceiling": "bench.scenarios.ceiling:CeilingScenario",
+    "features": "bench.scenarios.features:FeaturesScenario",
+    "memory": "bench.scenarios.memory:MemoryScenario",
+}
+
+
+def load(name: str) -> Scenario:
+    """A new instance of the scenario ``name`` (KeyError for an unknown one)."""
+    module, _, cls = SCENARIOS[name].partition(":")
+    scenario: Scenario = getattr(import_module(module), cls)()
+    return scenario

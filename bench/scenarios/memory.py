@@ -1,0 +1,242 @@
+"""Memory of a consumer actor holding many cards, and how long a killed actor takes to come back.
+
+One Ray actor runs the fraud feature stage (no scoring) on its own topics while live synthetic
+traffic (transactions of ``memory_users`` users, ~1.35 cards each, and their profiles) flows for
+``memory_seconds`` at ``memory_rate`` records/s. Every few seconds: the actor process's RSS
+(from /proc), the cards in the online store (one Redis key per card seen: the bench's Redis
+holds nothing else) and the group's lag. The full run is 10 minutes with 1,000,000 users (about
+1.3 million cards).
+
+Then the actor is killed (SIGKILL, as a crash): Ray restarts it and retries its loop, which
+reloads the profile table, rejoins the group (after the dead member's session times out),
+restores every partition's state from the changelog and resumes. Measured: from the kill until
+all partitions are ready again, and the state restore itself (``restore_seconds``, the slowest
+partition; the partitions restore concurrently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+from bench.environment import OffsetReader, create_topics, redis_keys, scenario_topics
+from bench.measure import BenchError, group_ready
+from bench.procs import CpuMeter, rss_bytes
+from bench.results import Measurement, Sample, Series
+from bench.scenario import BenchContext, Case, Scenario
+from bench.scenarios.features import reset_state
+from bench.workload import TransactionsWorkload, generator_config
+from consumers.pipelines.fraud_features import FraudFeaturesPipeline
+from producers.runner import produce_live
+
+MIB = 1024 * 1024
+
+
+class MemoryScenario(Scenario):
+    name = "memory"
+    summary = "RSS of a consumer actor over a live run with many cards; restore after a kill"
+    needs_ray = True
+
+    def cases(self, ctx: BenchContext) -> list[Case]:
+        return []
+
+    async def once(self, ctx: BenchContext) -> None:
+        from consumers.actors import ConsumerGroup
+
+        sizes, partitions = ctx.options.sizes, ctx.options.partitions
+        topics = scenario_topics(ctx.topic("mem"), partitions)
+        settings = ctx.stack.settings.model_copy(
+            update={"rtml_topics": topics, "rtml_fraud_scoring": False}
+        )
+        topic = topics.transactions.name
+        await create_topics(settings, topics.all())
+        async with OffsetReader(settings) as reader:
+            ends = await reader.end_offsets(topic, partitions)
+        # Only the traffic of this run counts (a kept stack may hold an earlier run's).
+        await reset_state(
+            TransactionsWorkload(settings, topic, partitions, ends, sizes.memory_users, 0, 0.0),
+            to_end=True,
+            flush=ctx.stack.owns_services,
+        )
+        ctx.results.workloads["memory"] = {
+            "topic": topic,
+            "partitions": partitions,
+            "users": sizes.memory_users,
+            "rate": sizes.memory_rate,
+            "seconds": sizes.memory_seconds,
+            "seed": ctx.options.seed,
+        }
+        group = ConsumerGroup(settings, "fraud")
+        try:
+            await asyncio.to_thread(group.scale, 1)
+            stats = await _wait(group, partitions, timeout_s=300, case="memory/start")
+            await self._live(ctx, group, settings, stats[0]["pid"], topic, partitions)
+            await self._restore(ctx, group, partitions)
+        finally:
+            await asyncio.to_thread(group.stop)
+
+    async def _live(
+        self, ctx: BenchContext, group: Any, settings: Any, pid: int, topic: str, partitions: int
+    ) -> None:
+        sizes = ctx.options.sizes
+        interval = max(1.0, sizes.memory_seconds / 150)
+        rss = Series(self.name, "rss", "consumer actor RSS", "MiB")
+        cards = Series(self.name, "cards", "cards in state", "keys")
+        lag = Series(self.name, "lag", "group lag", "records")
+        ctx.results.series += [rss, cards, lag]
+        started = time.monotonic()
+
+        async def sample() -> None:
+            t = round(time.monotonic() - started, 2)
+            resident = rss_bytes(pid)
+            stats = await asyncio.to_thread(group.stats)
+            if resident is not None:
+                rss.points.append((t, resident / MIB))
+            if ctx.stack.owns_services:
+                cards.points.append((t, float(await redis_keys(settings))))
+            lag.points.append((t, float(sum(sum(s["lag"].values()) for s in stats))))
+
+        async def sampler() -> None:
+            next_line = 10.0
+            while True:
+                await sample()
+                if rss.points and rss.points[-1][0] >= next_line:
+                    ctx.say(
+                        f"memory: {rss.points[-1][0]:.0f} s, RSS {rss.points[-1][1]:,.0f} MiB, "
+                        f"{cards.points[-1][1] if cards.points else 0:,.0f} cards, "
+                        f"lag {lag.points[-1][1]:,.0f}"
+                    )
+                    next_line += max(10.0, sizes.memory_seconds / 10)
+                await asyncio.sleep(interval)
+
+        ctx.say(
+            f"memory: live traffic at {sizes.memory_rate:,.0f} records/s for "
+            f"{sizes.memory_seconds:,.0f} s, {sizes.memory_users:,} users"
+        )
+        meter = CpuMeter(
+            {
+                "consumer": [pid],
+                "broker": [p for p in [ctx.stack.broker_pid] if p],
+                "redis": [p for p in [ctx.stack.redis_pid] if p],
+                "producer": [os.getpid()],  # the bench process: generator, producer, sampling
+            }
+        )
+        meter.start()
+        task = asyncio.create_task(sampler())
+        try:
+            summary = await produce_live(
+                settings,
+                generator_config(sizes.memory_users, ctx.options.seed),
+                rate=sizes.memory_rate,
+                duration_s=sizes.memory_seconds,
+            )
+            group_id = FraudFeaturesPipeline(settings, scorer=None).group_id
+            await _drained(settings, group_id, topic, partitions, timeout_s=300)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        cpu = meter.result()
+        await sample()
+        final = (await asyncio.to_thread(group.stats))[0]
+        ctx.results.workloads["memory"] |= {
+            "produced": summary.total,
+            "achieved_rate": round(summary.rate, 1),
+            "transactions": summary.records.get(settings.rtml_topics.transactions.name, 0),
+            "mean_batch": round(final["records"] / max(1, final["batches"]), 1),
+        } | {k: round(v, 3) for k, v in cpu.items() if k.endswith("_cores")}
+        stats = rss.stats()
+        if stats is not None:
+            for name, label, value in (
+                ("rss-start", "actor RSS when ready (empty state)", stats["start"]),
+                ("rss-end", "actor RSS at the end", stats["end"]),
+                ("rss-max", "actor RSS, highest sample", stats["max"]),
+            ):
+                _one(ctx, name, label, "MiB", value)
+            final_cards = cards.points[-1][1] if cards.points else 0
+            if final_cards:
+                _one(
+                    ctx,
+                    "bytes-per-card",
+                    "RSS growth per card in state (profiles table included)",
+                    "bytes",
+                    (stats["end"] - stats["start"]) * MIB / final_cards,
+                )
+            _one(ctx, "cards", "cards in state at the end", "keys", final_cards, higher=True)
+
+    async def _restore(self, ctx: BenchContext, group: Any, partitions: int) -> None:
+        before = await asyncio.to_thread(group.stats)
+        pid = before[0]["pid"]
+        ctx.say(f"memory: killing the actor (pid {pid}, SIGKILL) and timing its restore")
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        deadline = killed + 600
+        while True:
+            if time.monotonic() > deadline:
+                raise BenchError("memory/restore", "the actor did not come back in 600 s")
+            try:
+                stats = await asyncio.to_thread(group.stats)
+            except Exception:  # noqa: BLE001 - Ray errors while the actor restarts: poll again
+                await asyncio.sleep(0.2)
+                continue
+            s = stats[0]
+            if (
+                s["pid"] != pid
+                and group_ready(stats, partitions)
+                and len(s["restore_seconds"]) >= partitions
+            ):
+                break
+            await asyncio.sleep(0.1)
+        wall = time.monotonic() - killed
+        restore = s["restore_seconds"]
+        _one(ctx, "restore-wall", "kill -> all partitions ready again", "s", wall)
+        _one(
+            ctx,
+            "restore-state",
+            "state restore, slowest partition (restore_seconds)",
+            "s",
+            max(restore.values()),
+        )
+        ctx.say(
+            f"memory: back after {wall:.1f} s (state restore {max(restore.values()):.1f} s, "
+            "the rest is the restart, the profile table and the group's session timeout)"
+        )
+
+
+def _one(
+    ctx: BenchContext, name: str, label: str, unit: str, value: float, *, higher: bool = False
+) -> None:
+    """A one-shot number (one sample, round 0)."""
+    m = ctx.results.declare(Measurement("memory", name, label, unit, higher_is_better=higher))
+    m.samples.append(Sample(0, float(value)))
+
+
+async def _wait(group: Any, partitions: int, *, timeout_s: float, case: str) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = await asyncio.to_thread(group.stats)
+        if group_ready(stats, partitions):
+            return stats
+        errors = await asyncio.to_thread(group.failed)
+        if errors:
+            raise BenchError(case, f"the actor failed: {errors[0]}")
+        await asyncio.sleep(0.2)
+    raise BenchError(case, f"the actor was not ready within {timeout_s:.0f} s")
+
+
+async def _drained(
+    settings: Any, group_id: str, topic: str, partitions: int, *, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with OffsetReader(settings) as reader:
+        ends = await reader.end_offsets(topic, partitions)
+        while time.monotonic() < deadline:
+            committed = await reader.committed(group_id, topic)
+            if all(committed.get(p, 0) >= end for p, end in ends.items()):
+                return
+            await asyncio.sleep(0.5)
+    raise BenchError("memory", f"the actor did not catch up within {timeout_s:.0f} s")
