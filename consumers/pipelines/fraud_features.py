@@ -16,15 +16,13 @@ values computed for it — the feature log that skew checks and the exactly-once
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Literal
 
 import msgspec
-from aiokafka import ConsumerRecord
 
 from consumers.partition_session import OutRecord
-from consumers.pipelines.dead_letters import DeadLetters
 from consumers.pipelines.engine_partition import EnginePartition
+from consumers.pipelines.intake import Intake
 from consumers.profile_table import ProfileTable
 from consumers.runner import PartitionBatch
 from consumers.scoring import (
@@ -34,7 +32,7 @@ from consumers.scoring import (
     encode_rows,
     score_outputs,
 )
-from contracts.codec import EventDecoder, encode
+from contracts.codec import encode
 from contracts.events import Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
@@ -75,8 +73,8 @@ class FraudFeaturesPipeline:
         self._owns_store = store is None
         self._engine = FraudFeatureEngine(settings.rtml_features)
         self._profiles = ProfileTable(settings)
-        self._decoder = EventDecoder(Transaction, max_bytes=settings.rtml_max_record_bytes)
-        self.dead_letters = DeadLetters(topics.dead_letter.name)
+        self._intake = Intake(Transaction, settings)
+        self.dead_letters = self._intake.dead_letters
         self._emit = (
             settings.rtml_emit_feature_rows if emit_feature_rows is None else emit_feature_rows
         )
@@ -98,7 +96,6 @@ class FraudFeaturesPipeline:
                 topics.fraud_alerts,
             )
         }
-        self.unknown_fields: Counter[str] = Counter()
         self.late = 0
 
     def changelog_spec(self) -> TopicSpec:
@@ -135,7 +132,7 @@ class FraudFeaturesPipeline:
         return {
             "dead_letters": dict(self.dead_letters.counts),
             "late": self.late,
-            "unknown_fields": dict(self.unknown_fields),
+            "unknown_fields": dict(self._intake.unknown_fields),
         }
 
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
@@ -146,7 +143,7 @@ class FraudFeaturesPipeline:
         pending: list[PendingScore] = []
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
-            transactions, sources = self._decode(batch.records, out)
+            transactions, sources = self._intake.decode(batch.records, out)
             if not transactions:
                 continue
             result = self._engine.process_batch(
@@ -186,24 +183,6 @@ class FraudFeaturesPipeline:
             for partition, records in scored_outputs.items():
                 outputs.setdefault(partition, []).extend(records)
         return outputs
-
-    def _decode(
-        self, records: list[ConsumerRecord] | tuple, out: list[OutRecord]
-    ) -> tuple[list[Transaction], list[ConsumerRecord]]:
-        decode = self._decoder.decode
-        transactions: list[Transaction] = []
-        sources: list[ConsumerRecord] = []
-        for record in records:
-            try:
-                decoded = decode(record.value)
-            except InvalidEvent as exc:
-                out.append(self.dead_letters.of(record, exc))
-                continue
-            if decoded.unknown_fields:
-                self.unknown_fields.update(decoded.unknown_fields)
-            transactions.append(decoded.event)
-            sources.append(record)
-        return transactions, sources
 
     def _profiles_of(self, transactions: list[Transaction]) -> dict[str, object]:
         get = self._profiles.get

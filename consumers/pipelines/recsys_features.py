@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 
 import msgspec
-from aiokafka import ConsumerRecord
 
 from consumers.global_views import GlobalViewsFollower, encode_delta, topic_spec
 from consumers.partition_session import OutRecord
-from consumers.pipelines.dead_letters import DeadLetters
 from consumers.pipelines.engine_partition import EnginePartition
+from consumers.pipelines.intake import Intake
 from consumers.runner import PartitionBatch
 from consumers.scoring import ServeDeployment
-from contracts.codec import EventDecoder, encode
+from contracts.codec import encode
 from contracts.events import Recommendation, UserEvent
 from features.definitions import RECOMMENDATION_FEATURE_NAMES
 from features.recommendations import RecommendationFeatureEngine
@@ -69,12 +67,11 @@ class RecsysFeaturesPipeline:
         self._owns_store = store is None
         self._engine = RecommendationFeatureEngine(settings.rtml_features)
         self.global_views = GlobalViewsFollower(settings, self.slices_topic)
-        self._decoder = EventDecoder(UserEvent, max_bytes=settings.rtml_max_record_bytes)
-        self.dead_letters = DeadLetters(topics.dead_letter.name)
+        self._intake = Intake(UserEvent, settings)
+        self.dead_letters = self._intake.dead_letters
         self._partitions = {topics.dead_letter.name: topics.dead_letter.partitions}
         self._popularity_interval_s = popularity_interval_s
         self._popularity_written = 0.0
-        self.unknown_fields: Counter[str] = Counter()
         self.late = 0
         self._recommender = (
             ServeDeployment("Recommender", settings.rtml_serve_app)
@@ -121,7 +118,7 @@ class RecsysFeaturesPipeline:
         return {
             "dead_letters": dict(self.dead_letters.counts),
             "late": self.late,
-            "unknown_fields": dict(self.unknown_fields),
+            "unknown_fields": dict(self._intake.unknown_fields),
             "recommendation_refreshes": self.refreshes,
         }
 
@@ -134,7 +131,7 @@ class RecsysFeaturesPipeline:
         views = self.global_views.views
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
-            events, sources = self._decode(batch.records, out)
+            events, sources = self._intake.decode(batch.records, out)
             if events:
                 result = self._engine.process_batch(batch.partition, events, views, now_ms=now_ms)
                 for index in result.late:
@@ -219,21 +216,3 @@ class RecsysFeaturesPipeline:
         popularity = self.global_views.views.item_views(newest)
         await self._store.replace_counts("item_views_1h", popularity)
         self._popularity_written = time.monotonic()
-
-    def _decode(
-        self, records: list[ConsumerRecord] | tuple, out: list[OutRecord]
-    ) -> tuple[list[UserEvent], list[ConsumerRecord]]:
-        decode = self._decoder.decode
-        events: list[UserEvent] = []
-        sources: list[ConsumerRecord] = []
-        for record in records:
-            try:
-                decoded = decode(record.value)
-            except InvalidEvent as exc:
-                out.append(self.dead_letters.of(record, exc))
-                continue
-            if decoded.unknown_fields:
-                self.unknown_fields.update(decoded.unknown_fields)
-            events.append(decoded.event)
-            sources.append(record)
-        return events, sources
