@@ -404,6 +404,9 @@ async def _phases(ctx: BenchContext, records: int) -> None:
     clock = _PhaseClock()
     clock.wrap(runner, pipeline, store)
     meter = _meter(ctx, (os.getpid(),))
+    # Count from the runner's start: a small workload can be consumed whole before the probe
+    # below sees the partitions ready (the first poll then also holds the assignment).
+    clock.start()
     task = asyncio.create_task(runner.run())
     try:
         probe = runner_probe([runner], workload.partitions, os.getpid())
@@ -411,8 +414,7 @@ async def _phases(ctx: BenchContext, records: int) -> None:
             if task.done():
                 raise BenchError("features/phases", f"runner ended: {task.exception()!r}")
             await asyncio.sleep(0.02)
-        clock.start()  # count the batches that start from now on
-        base = runner.stats.records
+        base = 0
         meter.start()
         while runner.stats.records - base < limit and not task.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # polls the runner's counter: it has no event to wait on
