@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+from rtml.arguments import positive_int
 from rtml.errors import ConfigError, RtmlError
 from rtml.settings import Settings
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
         help="comma-separated pipelines to run (default: profiles,fraud)",
     )
     parser.add_argument(
-        "--actors", type=_count, default=1, help="actors per pipeline (at most its partitions)"
+        "--actors", type=positive_int, default=1, help="actors per pipeline (<= its partitions)"
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between lines")
@@ -41,16 +42,6 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("name at least one pipeline")
     return names
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def consume_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rtml.arguments import non_negative_int, positive_float, positive_int
 from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,13 @@ def register(subparsers: Any) -> None:
         )
         data.add_argument(
             "--days",
-            type=_positive_float,
+            type=positive_float,
             default=DEFAULT_DAYS[kind],
             help=f"days to generate (default {DEFAULT_DAYS[kind]:g})",
         )
         data.add_argument(
             "--users",
-            type=_positive_int,
+            type=positive_int,
             default=DEFAULT_USERS,
             help=f"users to generate (default {DEFAULT_USERS})",
         )
@@ -75,14 +76,14 @@ def register(subparsers: Any) -> None:
             metavar="DIR",
             help="write the generated log here (and keep it) instead of a temporary directory",
         )
-        p.add_argument("--seed", type=_non_negative_int, default=0, help="data and training seed")
-        p.add_argument("--epochs", type=_positive_int, help="maximum epochs")
+        p.add_argument("--seed", type=non_negative_int, default=0, help="data and training seed")
+        p.add_argument("--epochs", type=positive_int, help="maximum epochs")
         p.add_argument(
             "--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N"
         )
         p.add_argument(
             "--threads",
-            type=_positive_int,
+            type=positive_int,
             default=1,
             help="CPU threads for torch (default 1: these models are small; see docs/models.md)",
         )
@@ -253,33 +254,3 @@ def list_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(format_table(found, LIST_METRICS))
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
