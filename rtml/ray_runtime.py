@@ -32,6 +32,9 @@ def init_ray(settings: Settings, *, dashboard: bool = False, **overrides: Any) -
         kwargs["address"] = settings.ray_address
     else:
         kwargs |= {
+            # "local": always a new instance, never a cluster some other process started
+            # with `ray start` on this machine (Ray would join that one by default).
+            "address": "local",
             "num_cpus": settings.ray_num_cpus,
             "include_dashboard": dashboard,
             "object_store_memory": 512 * 1024 * 1024,
