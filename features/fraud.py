@@ -1,7 +1,9 @@
 """Fraud features per card: exact sliding windows over a small time-sorted buffer per card.
 
 Per card the engine keeps its transactions of the last 24 h + allowed lateness, sorted by
-event_time (ties in processing order), with
+event_time (ties in processing order), in packed columns (``array``: 8 bytes per value, no
+Python object per transaction; merchant ids are interned, so a card refers to shared strings),
+with
 
 - ``prefix``: exact running sums of the amounts as integers in units of 2**-scale (every float
   is a dyadic rational, so this is lossless). A window total is a difference of two prefixes,
@@ -18,6 +20,8 @@ per event does not depend on window length. See docs/features.md for the definit
 
 from __future__ import annotations
 
+import sys
+from array import array
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from math import asin, cos, radians, sin, sqrt
@@ -34,34 +38,51 @@ from features.definitions import (
     SPEED_MIN_SECONDS,
     FraudRow,
 )
-from features.state import CardStateV1, card_state_decoder, encoder
+from features.state import CardStateV1, CardStateV2, card_state_decoder, encoder
 
 _MIN_SCALE = 64  # 2**-64 resolution holds every amount >= 2**-11 exactly; finer ones rescale
 _DIAMETER_KM = 2.0 * EARTH_RADIUS_KM
 _W1 = MINUTE_MS
 _W5 = 5 * MINUTE_MS
 _WH = HOUR_MS
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
-# A buffered transaction: (event_time, amount, merchant_id, lat rad, lon rad, cos lat).
-Entry = tuple[int, float, str, float, float, float]
+# The newest transaction dropped from a card's buffer: (event_time, lat rad, lon rad).
+Anchor = tuple[int, float, float]
 
 
 class CardState(KeyState):
-    """One card's buffer. ``prefix[i]`` = exact sum of amounts before entry i (+ a base)."""
+    """One card's buffer, columnar. ``prefix[i]`` = exact sum of amounts before entry i."""
 
-    __slots__ = ("anchor", "div", "entries", "lo24", "mcount", "prefix", "scale", "times", "unit")
+    __slots__ = (
+        "amounts",
+        "anchor",
+        "div",
+        "lat",
+        "lo24",
+        "lon",
+        "mcount",
+        "merchants",
+        "prefix",
+        "scale",
+        "times",
+        "unit",
+    )
 
     def __init__(self) -> None:
         super().__init__()
-        self.times: list[int] = []
-        self.entries: list[Entry] = []
+        self.times = array("q")
+        self.amounts = array("d")
+        self.lat = array("d")
+        self.lon = array("d")
+        self.merchants: list[str] = []
         self.prefix: list[int] = [0]
         self.scale = _MIN_SCALE
         self.div = 1 << _MIN_SCALE
         self.unit = _unit(_MIN_SCALE)
         self.mcount: dict[str, int] = {}
         self.lo24 = 0  # first entry in (times[-1] - 24 h, times[-1]]: mcount counts entries lo24:
-        self.anchor: Entry | None = None
+        self.anchor: Anchor | None = None
 
     def rescale(self, bits: int) -> None:
         """Make room for ``bits`` more fractional bits in the fixed-point prefixes."""
@@ -142,6 +163,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
         bucket_ms = MINUTE_MS
         diameter, min_seconds = _DIAMETER_KM, SPEED_MIN_SECONDS
         _bisect, _radians, _cos, _sin, _asin, _sqrt = bisect_right, radians, cos, sin, asin, sqrt
+        _intern = sys.intern
         new_state = CardState
 
         for index, tx in enumerate(transactions):
@@ -165,7 +187,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                     _trim_to(st, times[len(times) - cap], wm - prev_horizon)
             elif st.anchor is not None and st.anchor[0] <= wm - prev_horizon:
                 st.anchor = None
-            entries = st.entries
+            merchants = st.merchants
             n = len(times)
 
             amount = tx.amount
@@ -191,7 +213,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                 j = st.lo24
                 cut = t - day
                 while j < n and times[j] <= cut:
-                    old = entries[j][2]
+                    old = merchants[j]
                     c = mcount[old] - 1
                     if c:
                         mcount[old] = c
@@ -203,7 +225,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                 unique = len(mcount) if seen else len(mcount) + 1
             else:
                 lo = _bisect(times, t - day, 0, loh)
-                window = {e[2] for e in entries[lo:pos]}
+                window = set(merchants[lo:pos])
                 seen = merchant in window
                 unique = len(window) if seen else len(window) + 1
             # Exact window sums, rounded once to the nearest double.
@@ -225,12 +247,17 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
             phi = _radians(tx.lat)
             lam = _radians(tx.lon)
             cphi = _cos(phi)
-            prev = entries[pos - 1] if pos else st.anchor
-            if prev is not None and prev[0] > t - prev_horizon:
-                seconds = (t - prev[0]) / 1000
-                s_phi = _sin((phi - prev[3]) * 0.5)
-                s_lam = _sin((lam - prev[4]) * 0.5)
-                a = s_phi * s_phi + cphi * prev[5] * s_lam * s_lam
+            if pos:
+                prev_t, prev_phi, prev_lam = times[pos - 1], st.lat[pos - 1], st.lon[pos - 1]
+            elif st.anchor is not None:
+                prev_t, prev_phi, prev_lam = st.anchor
+            else:
+                prev_t = NO_TIME
+            if prev_t > t - prev_horizon:
+                seconds = (t - prev_t) / 1000
+                s_phi = _sin((phi - prev_phi) * 0.5)
+                s_lam = _sin((lam - prev_lam) * 0.5)
+                a = s_phi * s_phi + cphi * _cos(prev_phi) * s_lam * s_lam
                 distance = diameter * _asin(_sqrt(a if a < 1.0 else 1.0))
                 speed = distance * 3600.0 / (seconds if seconds > min_seconds else min_seconds)
             else:
@@ -247,10 +274,13 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                 home = diameter * _asin(_sqrt(a if a < 1.0 else 1.0))
                 age = float(profile.account_age_days)
 
-            entry = (t, amount, merchant, phi, lam, cphi)
+            merchant = _intern(merchant)
             if in_order:
                 times.append(t)
-                entries.append(entry)
+                st.amounts.append(amount)
+                st.lat.append(phi)
+                st.lon.append(lam)
+                merchants.append(merchant)
                 prefix.append(top)
                 mcount[merchant] = mcount.get(merchant, 0) + 1
                 if t > st.last:
@@ -259,7 +289,10 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                         rebucket(part, key, st)
             else:
                 times.insert(pos, t)
-                entries.insert(pos, entry)
+                st.amounts.insert(pos, amount)
+                st.lat.insert(pos, phi)
+                st.lon.insert(pos, lam)
+                merchants.insert(pos, merchant)
                 prefix.insert(pos + 1, top)
                 for j in range(pos + 2, n + 2):
                     prefix[j] += ai
@@ -301,52 +334,93 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
         return not st.times and st.anchor is None
 
     def _encode(self, st: CardState) -> bytes:
-        last = st.last
-        entries = st.entries
-        anchor = st.anchor
         return encoder.encode(
-            CardStateV1(
-                last=last,
-                ages=[last - e[0] for e in entries],
-                amounts=[e[1] for e in entries],
-                merchants=[e[2] for e in entries],
-                lat=[e[3] for e in entries],
-                lon=[e[4] for e in entries],
-                anchor=None if anchor is None else (last - anchor[0], anchor[3], anchor[4]),
+            CardStateV2(
+                last=st.last,
+                times=_packed(st.times),
+                amounts=_packed(st.amounts),
+                lat=_packed(st.lat),
+                lon=_packed(st.lon),
+                merchants=st.merchants,
+                anchor=st.anchor,
             )
         )
 
     def _decode(self, data: bytes) -> CardState:
         rec = card_state_decoder.decode(data)
-        n = len(rec.ages)
-        if not len(rec.amounts) == len(rec.merchants) == len(rec.lat) == len(rec.lon) == n:
+        if isinstance(rec, CardStateV1):
+            rec = _upgrade(rec)
+        st = CardState()
+        st.last = rec.last
+        for column, raw in (
+            (st.times, rec.times),
+            (st.amounts, rec.amounts),
+            (st.lat, rec.lat),
+            (st.lon, rec.lon),
+        ):
+            if len(raw) % 8:
+                raise ValueError("card state column is not a whole number of 8-byte values")
+            column.frombytes(raw)
+            if not _LITTLE_ENDIAN:
+                column.byteswap()
+        n = len(st.times)
+        if not len(st.amounts) == len(st.lat) == len(st.lon) == len(rec.merchants) == n:
             raise ValueError("card state columns have different lengths")
-        if any(a < 0 for a in rec.ages) or any(rec.ages[i] < rec.ages[i + 1] for i in range(n - 1)):
-            raise ValueError("card state ages must be >= 0 and non-increasing")
+        times = st.times
+        if any(times[i] > times[i + 1] for i in range(n - 1)):
+            raise ValueError("card state times must be non-decreasing")
+        if n and times[-1] > rec.last:
+            raise ValueError("card state times must be <= its last event time")
         if not n and rec.anchor is None:
             raise ValueError("card state is empty")
-        st = CardState()
-        last = rec.last
-        st.last = last
-        for age, amount, merchant, phi, lam in zip(
-            rec.ages, rec.amounts, rec.merchants, rec.lat, rec.lon, strict=True
-        ):
-            t = last - age
-            ai = _fixed(st, amount)
-            st.times.append(t)
-            st.entries.append((t, amount, merchant, phi, lam, cos(phi)))
+        intern = sys.intern
+        st.merchants = [intern(m) for m in rec.merchants]
+        for amount in st.amounts:
+            ai = _fixed(st, amount)  # may rescale, replacing st.prefix
             st.prefix.append(st.prefix[-1] + ai)
         if rec.anchor is not None:
-            age, phi, lam = rec.anchor
-            if n and last - age > st.times[0]:
+            anchor_t, phi, lam = rec.anchor
+            if n and anchor_t > times[0]:
                 raise ValueError("card state anchor is newer than its buffer")
-            st.anchor = (last - age, 0.0, "", phi, lam, cos(phi))
+            st.anchor = (anchor_t, phi, lam)
         if n:
-            st.lo24 = bisect_right(st.times, st.times[-1] - DAY_MS)
+            st.lo24 = bisect_right(times, times[-1] - DAY_MS)
             mcount = st.mcount
-            for e in st.entries[st.lo24 :]:
-                mcount[e[2]] = mcount.get(e[2], 0) + 1
+            for m in st.merchants[st.lo24 :]:
+                mcount[m] = mcount.get(m, 0) + 1
         return st
+
+
+def _packed(column: array) -> bytes:  # type: ignore[type-arg]
+    """``column``'s values as little-endian bytes (a copy; byte-swapped on big-endian hosts)."""
+    if _LITTLE_ENDIAN:
+        return column.tobytes()
+    swapped = array(column.typecode, column)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _upgrade(rec: CardStateV1) -> CardStateV2:
+    """A V1 record (ages relative to ``last``, list columns) as V2."""
+    n = len(rec.ages)
+    if not len(rec.amounts) == len(rec.merchants) == len(rec.lat) == len(rec.lon) == n:
+        raise ValueError("card state columns have different lengths")
+    if any(a < 0 for a in rec.ages) or any(rec.ages[i] < rec.ages[i + 1] for i in range(n - 1)):
+        raise ValueError("card state ages must be >= 0 and non-increasing")
+    last = rec.last
+    anchor = None
+    if rec.anchor is not None:
+        age, phi, lam = rec.anchor
+        anchor = (last - age, phi, lam)
+    return CardStateV2(
+        last=last,
+        times=_packed(array("q", [last - a for a in rec.ages])),
+        amounts=_packed(array("d", rec.amounts)),
+        lat=_packed(array("d", rec.lat)),
+        lon=_packed(array("d", rec.lon)),
+        merchants=rec.merchants,
+        anchor=anchor,
+    )
 
 
 def _trim_to(st: CardState, cut: int, anchor_cut: int) -> None:
@@ -355,22 +429,25 @@ def _trim_to(st: CardState, cut: int, anchor_cut: int) -> None:
     times = st.times
     k = bisect_right(times, cut)
     if k:
-        entries = st.entries
-        st.anchor = entries[k - 1]
+        merchants = st.merchants
+        st.anchor = (times[k - 1], st.lat[k - 1], st.lon[k - 1])
         lo24 = st.lo24
         if lo24 < k:  # dropping entries the merchant counts still hold
             mcount = st.mcount
-            for e in entries[lo24:k]:
-                c = mcount[e[2]] - 1
+            for m in merchants[lo24:k]:
+                c = mcount[m] - 1
                 if c:
-                    mcount[e[2]] = c
+                    mcount[m] = c
                 else:
-                    del mcount[e[2]]
+                    del mcount[m]
             st.lo24 = 0
         else:
             st.lo24 = lo24 - k
         del times[:k]
-        del entries[:k]
+        del st.amounts[:k]
+        del st.lat[:k]
+        del st.lon[:k]
+        del merchants[:k]
         del st.prefix[:k]
         if not times:
             st.prefix = [0]

@@ -40,6 +40,25 @@ class CardStateV1(msgspec.Struct, array_like=True, tag="f1"):
     anchor: tuple[int, float, float] | None
 
 
+class CardStateV2(msgspec.Struct, array_like=True, tag="f2"):
+    """One card's fraud state, columnar: the engine's arrays copied byte for byte.
+
+    ``times`` (int64 event times, ms), ``amounts``, ``lat``, ``lon`` (float64, radians) are
+    little-endian packed arrays of the buffered transactions, oldest first; ``merchants`` is
+    aligned with them. Encoding is a memcpy per column, so writing a busy card to the changelog
+    costs about the same as writing a quiet one. ``anchor``: (event_time, lat, lon) of the
+    newest transaction already dropped from the buffer.
+    """
+
+    last: int
+    times: bytes
+    amounts: bytes
+    lat: bytes
+    lon: bytes
+    merchants: list[str]
+    anchor: tuple[int, float, float] | None
+
+
 class UserStateV1(msgspec.Struct, array_like=True, tag="r1"):
     """One user's recommendation state.
 
@@ -63,5 +82,5 @@ class UserStateV1(msgspec.Struct, array_like=True, tag="r1"):
 
 encoder = msgspec.msgpack.Encoder()
 partition_meta_decoder = msgspec.msgpack.Decoder(PartitionMetaV1)
-card_state_decoder = msgspec.msgpack.Decoder(CardStateV1)
+card_state_decoder = msgspec.msgpack.Decoder(CardStateV1 | CardStateV2)
 user_state_decoder = msgspec.msgpack.Decoder(UserStateV1)

@@ -8,6 +8,7 @@ partition's metadata; a crash restores a fresh engine from the latest value of e
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from features.errors import StateDecodeError
 from features.fraud import FraudFeatureEngine
 from features.partitioner import partition_for_key
 from features.recommendations import RecommendationFeatureEngine
-from features.state import PARTITION_META_KEY, CardStateV1
+from features.state import PARTITION_META_KEY, CardStateV1, CardStateV2
 
 META = PARTITION_META_KEY
 
@@ -158,12 +159,13 @@ def test_serialized_state_is_compact_and_versioned(streams: Any) -> None:
     data = engine.serialize(0, "k")
     assert data is not None
     raw = msgspec.msgpack.decode(data)
-    assert raw[0] == "f1"  # format tag and version
-    state = msgspec.msgpack.decode(data, type=CardStateV1)
+    assert raw[0] == "f2"  # format tag and version
+    state = msgspec.msgpack.decode(data, type=CardStateV2)
     assert state.last == events[-1].event_time
-    assert state.ages == [2000, 1000, 0]
-    assert state.amounts == [e.amount for e in events]
-    assert len(data) < 150
+    assert list(array("q", state.times)) == [e.event_time for e in events]
+    assert list(array("d", state.amounts)) == [e.amount for e in events]
+    assert state.merchants == [e.merchant_id for e in events]
+    assert len(data) < 200
     assert msgspec.msgpack.decode(engine.serialize_partition(0)) == ["p1", events[-1].event_time]
 
 
@@ -184,13 +186,26 @@ def test_bad_records_raise_state_decode_error() -> None:
         recs.restore_partition(2, good)
 
 
+def test_version_1_records_still_restore() -> None:
+    """A changelog written before the columnar format (V1: ages, lists) loads as V2."""
+    engine = FraudFeatureEngine()
+    engine.assign(0)
+    v1 = CardStateV1(10_000, [5_000, 0], [1.5, 2.25], ["m1", "m2"], [0.1, 0.2], [0.3, 0.4], None)
+    engine.restore(0, "k", msgspec.msgpack.encode(v1))
+    state = msgspec.msgpack.decode(engine.serialize(0, "k") or b"", type=CardStateV2)
+    assert list(array("q", state.times)) == [5_000, 10_000]
+    assert list(array("d", state.amounts)) == [1.5, 2.25]
+    assert list(array("d", state.lat)) == [0.1, 0.2]
+    assert state.merchants == ["m1", "m2"]
+
+
 def test_tombstone_removes_a_key() -> None:
     engine = FraudFeatureEngine()
     engine.assign(0)
     good = msgspec.msgpack.encode(CardStateV1(10, [0], [1.0], ["m"], [0.0], [0.0], None))
     engine.restore(0, "k", good)
     assert engine.keys(0) == ["k"]
-    assert engine.serialize(0, "k") == good
+    assert msgspec.msgpack.decode(engine.serialize(0, "k") or b"")[0] == "f2"
     engine.restore(0, "k", None)
     assert engine.keys(0) == []
     assert engine.serialize(0, "k") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from array import array
 from typing import Any
 
 import msgspec
@@ -14,7 +15,7 @@ from features.config import FeatureConfig
 from features.errors import PartitionNotAssigned
 from features.fraud import FraudFeatureEngine, fraud_row_dict
 from features.recommendations import RecommendationFeatureEngine
-from features.state import CardStateV1, UserStateV1
+from features.state import CardStateV2, UserStateV1
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -163,8 +164,8 @@ def test_quiet_card_is_dropped_after_horizon_plus_lateness() -> None:
     assert sorted(engine.drain_touched(0)) == ["busy", "quiet"]
     assert engine.serialize(0, "quiet") is None
     # The busy card kept only what its windows can still need.
-    state = msgspec.msgpack.decode(engine.serialize(0, "busy") or b"", type=CardStateV1)
-    assert max(state.ages) <= DAY + lateness
+    state = msgspec.msgpack.decode(engine.serialize(0, "busy") or b"", type=CardStateV2)
+    assert state.last - min(array("q", state.times)) <= DAY + lateness
     assert state.anchor is not None
 
 
@@ -185,8 +186,9 @@ def test_state_stays_bounded_on_a_long_stream() -> None:
         for key in engine.drain_touched(0):
             data = engine.serialize(0, key)
             if data is not None:
-                ages = msgspec.msgpack.decode(data, type=CardStateV1).ages
-                assert not ages or max(ages) <= DAY + CONFIG.allowed_lateness_ms
+                state = msgspec.msgpack.decode(data, type=CardStateV2)
+                times = array("q", state.times)
+                assert not times or state.last - min(times) <= DAY + CONFIG.allowed_lateness_ms
     # Cards of a day are alive for at most ~1 day of activity + the horizon.
     days_alive = 1 + horizon / DAY + 1
     assert engine.key_count(0) <= 50 * (days_alive + 1)
@@ -213,8 +215,8 @@ def test_runaway_key_is_capped() -> None:
     engine = FraudFeatureEngine(FeatureConfig(max_events_per_key=100))
     engine.assign(0)
     engine.process_batch(0, [tx(T0 + i) for i in range(250)], {})
-    state = msgspec.msgpack.decode(engine.serialize(0, "c") or b"", type=CardStateV1)
-    assert len(state.ages) <= 100
+    state = msgspec.msgpack.decode(engine.serialize(0, "c") or b"", type=CardStateV2)
+    assert len(state.merchants) <= 100
 
 
 def test_card_is_kept_until_the_last_moment_an_event_can_see_it() -> None:
