@@ -22,6 +22,7 @@ from bench.options import (
     REDIS_PORT,
     BenchOptions,
     parse_actors,
+    parse_loads,
     parse_only,
     sizes_for,
     with_overrides,
@@ -68,6 +69,12 @@ def register(subparsers: Any) -> None:
     sizes.add_argument("--transactions", type=_positive_int, help="pre-produced transactions")
     sizes.add_argument("--users", type=_positive_int, help="synthetic users for them")
     sizes.add_argument("--actors", type=parse_actors, help="Ray actor counts, e.g. 1,2")
+    sizes.add_argument(
+        "--loads", type=parse_loads, help="end-to-end fixed rates in tx/s, e.g. 1000,2000,20000"
+    )
+    sizes.add_argument(
+        "--load-seconds", type=_positive_float, help="end-to-end: seconds at each fixed rate"
+    )
     sizes.add_argument("--memory-seconds", type=_positive_float, help="live run length")
     sizes.add_argument("--memory-rate", type=_positive_float, help="live records/s")
     sizes.add_argument("--memory-users", type=_positive_int, help="live users (~1.35 cards each)")
@@ -117,6 +124,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         transactions=args.transactions,
         users=args.users,
         actors=args.actors,
+        loads=args.loads,
+        load_seconds=args.load_seconds,
         memory_seconds=args.memory_seconds,
         memory_rate=args.memory_rate,
         memory_users=args.memory_users,
@@ -150,6 +159,8 @@ def canonical_command(options: BenchOptions) -> str:
         "--transactions", str(s.transactions),
         "--users", str(s.users),
         "--actors", ",".join(map(str, s.actors)),
+        "--loads", ",".join(f"{rate:g}" for rate in s.loads),
+        "--load-seconds", f"{s.load_seconds:g}",
         "--memory-seconds", f"{s.memory_seconds:g}",
         "--memory-rate", f"{s.memory_rate:g}",
         "--memory-users", str(s.memory_users),

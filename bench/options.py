@@ -37,6 +37,8 @@ class Sizes:
     memory_users: int
     profile_records: int  # records processed under cProfile (0: no profile)
     actors: tuple[int, ...] = (1, 2)
+    loads: tuple[float, ...] = (1_000.0, 2_000.0, 5_000.0, 20_000.0)  # e2e fixed rates, tx/s
+    load_seconds: float = 15.0  # e2e: how long each fixed load runs
 
 
 QUICK = Sizes(
@@ -56,6 +58,8 @@ FULL = Sizes(
     memory_rate=10_000.0,
     memory_users=1_000_000,
     profile_records=300_000,
+    loads=(1_000.0, 2_000.0, 5_000.0, 20_000.0, 30_000.0),
+    load_seconds=60.0,
 )
 
 
@@ -87,6 +91,8 @@ class BenchOptions:
             raise ConfigError(f"--memory-seconds must be at least 5, got {s.memory_seconds:g}")
         if not s.memory_rate > 0:
             raise ConfigError(f"--memory-rate must be positive, got {s.memory_rate:g}")
+        if not s.load_seconds >= 5:
+            raise ConfigError(f"--load-seconds must be at least 5, got {s.load_seconds:g}")
         if s.profile_records < 0:
             raise ConfigError(f"--profile-records must be >= 0, got {s.profile_records}")
         if not s.actors or any(n < 1 or n > self.partitions for n in s.actors):
@@ -125,6 +131,7 @@ class BenchOptions:
         data["out"] = str(self.out)
         data["state_dir"] = str(self.state_dir) if self.state_dir else None
         data["sizes"]["actors"] = list(self.sizes.actors)
+        data["sizes"]["loads"] = list(self.sizes.loads)
         data["scenarios"] = list(self.scenarios)
         return data
 
@@ -157,6 +164,17 @@ def parse_actors(text: str) -> tuple[int, ...]:
     if not counts:
         raise ConfigError("--actors needs at least one count")
     return counts
+
+
+def parse_loads(text: str) -> tuple[float, ...]:
+    """``"1000,2000"`` -> (1000.0, 2000.0): the fixed rates (tx/s) of the end-to-end runs."""
+    try:
+        loads = tuple(sorted({float(n) for n in text.split(",") if n.strip()}))
+    except ValueError:
+        raise ConfigError(f"--loads expects comma-separated numbers, got {text!r}") from None
+    if not loads or any(not 0 < rate <= 1_000_000 for rate in loads):
+        raise ConfigError(f"--loads needs rates between 1 and 1,000,000 tx/s, got {text!r}")
+    return loads
 
 
 def with_overrides(sizes: Sizes, **overrides: Any) -> Sizes:

@@ -45,6 +45,17 @@ class OutRecord:
     partition: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What one batch commits on one partition, taken before the state moves on."""
+
+    outputs: list[OutRecord]
+    changelog: list[tuple[bytes, bytes | None]]
+    next_offset: int
+    partition_counts: dict[str, int]
+    taken_at: int  # ms, the changelog records' timestamp
+
+
 class PartitionProcessor(Protocol):
     """The keyed state and logic of one input partition (features; scoring sits on top)."""
 
@@ -69,6 +80,7 @@ class PartitionSession:
     batches: int = 0
     records: int = 0
     _partitioner: KeyPartitioner = field(default_factory=KeyPartitioner)
+    _pending: _Snapshot | None = None
 
     @classmethod
     async def open(
@@ -123,6 +135,43 @@ class PartitionSession:
         )
         return session
 
+    def snapshot(
+        self, outputs: Iterable[OutRecord], next_offset: int, partition_counts: dict[str, int]
+    ) -> None:
+        """Take what the batch will commit: its outputs, the changelog of the state as it is
+        *now*, and the input offset. The state may change again right after (the next batch is
+        processed while this one commits); ``commit_snapshot`` writes what was taken."""
+        if self._pending is not None:
+            raise RuntimeError(f"{self.tp}: the previous snapshot is not committed yet")
+        changelog: list[tuple[bytes, bytes | None]] = []
+        if self.changelog_topic is not None:
+            changelog = self.processor.drain_changelog()
+        self._pending = _Snapshot(
+            list(outputs), changelog, next_offset, partition_counts, time.time_ns() // 1_000_000
+        )
+
+    async def commit_snapshot(self, group_id: str) -> None:
+        """Exactly once: the snapshot's outputs, changelog and input offset in one transaction.
+
+        At least once (brokers without transactions): outputs first, then the changelog with
+        the offset it covers, then the offset commit. A crash in between repeats outputs (the
+        same inputs through the same restored state: identical duplicates) but never loses one.
+        """
+        snap, self._pending = self._pending, None
+        if snap is None:
+            raise RuntimeError(f"{self.tp}: nothing to commit (snapshot first)")
+        if not self.exactly_once:
+            await self._commit_at_least_once(snap)
+            return
+        async with self.producer.transaction():
+            outbox = Outbox(self.producer)
+            self._add_outputs(outbox, snap)
+            self._add_changelog(outbox, snap, None)
+            await outbox.send()
+            await self.producer.send_offsets_to_transaction({self.tp: snap.next_offset}, group_id)
+        self.next_offset = snap.next_offset
+        self.batches += 1
+
     async def commit(
         self,
         group_id: str,
@@ -130,57 +179,39 @@ class PartitionSession:
         next_offset: int,
         partition_counts: dict[str, int],
     ) -> None:
-        """Exactly once: outputs, changelog and the input offset in one transaction.
+        """``snapshot`` and ``commit_snapshot`` in one step."""
+        self.snapshot(outputs, next_offset, partition_counts)
+        await self.commit_snapshot(group_id)
 
-        At least once (brokers without transactions): outputs first, then the changelog with
-        the offset it covers, then the offset commit. A crash in between repeats outputs (the
-        same inputs through the same restored state: identical duplicates) but never loses one.
-        """
-        if not self.exactly_once:
-            await self._commit_at_least_once(outputs, next_offset, partition_counts)
-            return
-        async with self.producer.transaction():
-            outbox = Outbox(self.producer)
-            self._add_outputs(outbox, outputs, partition_counts)
-            self._add_changelog(outbox, None)
-            await outbox.send()
-            await self.producer.send_offsets_to_transaction({self.tp: next_offset}, group_id)
-        self.next_offset = next_offset
-        self.batches += 1
-
-    async def _commit_at_least_once(
-        self, outputs: Iterable[OutRecord], next_offset: int, partition_counts: dict[str, int]
-    ) -> None:
+    async def _commit_at_least_once(self, snap: _Snapshot) -> None:
         outbox = Outbox(self.producer)
-        self._add_outputs(outbox, outputs, partition_counts)
+        self._add_outputs(outbox, snap)
         await outbox.send()
         outbox = Outbox(self.producer)
-        self._add_changelog(outbox, next_offset)
+        self._add_changelog(outbox, snap, snap.next_offset)
         await outbox.send()
-        await self.consumer.commit({self.tp: next_offset})
-        self.next_offset = next_offset
+        await self.consumer.commit({self.tp: snap.next_offset})
+        self.next_offset = snap.next_offset
         self.batches += 1
 
-    def _add_outputs(
-        self, outbox: Outbox, outputs: Iterable[OutRecord], partition_counts: dict[str, int]
-    ) -> None:
-        for record in outputs:
+    def _add_outputs(self, outbox: Outbox, snap: _Snapshot) -> None:
+        counts = snap.partition_counts
+        for record in snap.outputs:
             partition = record.partition
             if partition is None:
                 if record.key is None:
                     raise ValueError(f"output to {record.topic} needs a key or a partition")
-                partition = self._partitioner(record.key, partition_counts[record.topic])
+                partition = self._partitioner(record.key, counts[record.topic])
             outbox.add(record.topic, partition, record.key, record.value, record.timestamp_ms)
 
-    def _add_changelog(self, outbox: Outbox, covers_offset: int | None) -> None:
+    def _add_changelog(self, outbox: Outbox, snap: _Snapshot, covers_offset: int | None) -> None:
         if self.changelog_topic is None:
             return
-        now_ms = time.time_ns() // 1_000_000
-        for key, value in self.processor.drain_changelog():
-            outbox.add(self.changelog_topic, self.tp.partition, key, value, now_ms)
+        for key, value in snap.changelog:
+            outbox.add(self.changelog_topic, self.tp.partition, key, value, snap.taken_at)
         if covers_offset is not None:
             offset = str(covers_offset).encode()
-            outbox.add(self.changelog_topic, self.tp.partition, OFFSET_KEY, offset, now_ms)
+            outbox.add(self.changelog_topic, self.tp.partition, OFFSET_KEY, offset, snap.taken_at)
 
     async def close(self) -> None:
         close = getattr(self.processor, "close", None)

@@ -3,6 +3,7 @@
     rtml produce --rate 2000 --duration 60                       live, to Kafka
     rtml produce --historical-days 7 --output-dir data/history   training data, to files
     rtml produce --historical-days 1                              a past day, to Kafka
+    rtml produce --historical-days 4 --rate 10000                 a replay paced at 10k/s
 
 Modules are imported in the handler so ``rtml --help`` stays fast.
 """
@@ -34,8 +35,9 @@ def register(subparsers: Any) -> None:
             "Generate the deterministic synthetic stream: transactions (with labeled fraud), "
             "user events and user profiles. Live mode (the default) produces to Kafka at --rate "
             "records/s for --duration or --count; historical mode (--historical-days or "
-            "--start/--end) produces a past window as fast as possible, to Kafka or, with "
-            "--output-dir, to JSON-lines files. See docs/generator.md."
+            "--start/--end) produces a past window with its own (simulated) event times as fast as "
+            "possible, or paced at --rate, to Kafka or, with --output-dir, to JSON-lines files. "
+            "See docs/generator.md."
         ),
     )
     defaults = GeneratorConfig()
@@ -65,7 +67,10 @@ def register(subparsers: Any) -> None:
     live.add_argument(
         "--rate",
         type=_positive_float,
-        help=f"records per second, all streams together (default {DEFAULT_RATE:.0f})",
+        help=(
+            f"records per second, all streams together (live default {DEFAULT_RATE:.0f}; "
+            "a historical window goes as fast as possible unless given)"
+        ),
     )
     live.add_argument(
         "--duration",
@@ -144,16 +149,19 @@ def build_plan(args: argparse.Namespace) -> Plan:
             count=args.count,
             send_labels=args.labels_topic,
         )
-    if args.rate is not None or args.duration is not None:
+    if args.duration is not None:
         raise ConfigError(
-            "--rate and --duration are for live mode; a historical window is produced as fast "
-            "as possible (use --count to cap it)"
+            "--duration is for live mode; a historical window ends with the window "
+            "(use --count to cap it)"
         )
     if args.output_dir is not None and args.labels_topic:
         raise ConfigError("--labels-topic is for Kafka; --output-dir always writes labels.jsonl")
+    if args.output_dir is not None and args.rate is not None:
+        raise ConfigError("--rate paces a replay into Kafka; files are written as fast as possible")
     return Plan(
         config,
         window=window,
+        rate=args.rate,
         count=args.count,
         output_dir=args.output_dir,
         send_labels=args.labels_topic,
@@ -180,6 +188,7 @@ def handle(settings: Settings, args: argparse.Namespace) -> int:
                 config,
                 plan.window,
                 count=plan.count,
+                rate=plan.rate,
                 send_labels=plan.send_labels,
                 report=report,
             )

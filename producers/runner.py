@@ -119,16 +119,22 @@ async def produce_history(
     window: Window,
     *,
     count: int | None = None,
+    rate: float | None = None,
     send_labels: bool = False,
     report: Report | None = None,
     sink: KafkaSink | None = None,
 ) -> ProduceSummary:
-    """Produce a historical window to Kafka as fast as the broker takes it."""
+    """Produce a historical window to Kafka as fast as the broker takes it, or paced at
+    ``rate`` records/s: a replay whose event times (the window's) run faster than the wall
+    clock, e.g. days of traffic in minutes, for long-window state and memory tests."""
     generator = EventGenerator(config, start_ms=window.start_ms, end_ms=window.end_ms)
+    schedule = PacingSchedule(rate, max_batch=max(int(rate * 0.05), 100)) if rate else None
     sink = sink or KafkaSink(settings, send_labels=send_labels)
     async with sink:
-        elapsed, labels = await _pump(sink, generator.batches(), None, count, report, lambda: None)
-    return _summary(sink, elapsed, labels, None)
+        elapsed, labels = await _pump(
+            sink, generator.batches(), schedule, count, report, lambda: None
+        )
+    return _summary(sink, elapsed, labels, rate)
 
 
 def _summary(sink: KafkaSink, elapsed: float, labels: int, rate: float | None) -> ProduceSummary:

@@ -1,11 +1,18 @@
 """Memory of a consumer actor holding many cards, and how long a killed actor takes to come back.
 
-One Ray actor runs the fraud feature stage (no scoring) on its own topics while live synthetic
+One Ray actor runs the fraud feature stage (no scoring) on its own topics while synthetic
 traffic (transactions of ``memory_users`` users, ~1.35 cards each, and their profiles) flows for
 ``memory_seconds`` at ``memory_rate`` records/s. Every few seconds: the actor process's RSS
 (from /proc), the cards in the online store (one Redis key per card seen: the bench's Redis
 holds nothing else) and the group's lag. The full run is 10 minutes with 1,000,000 users (about
 1.3 million cards).
+
+The traffic is a paced replay of a historical window, not live traffic: its event times run
+faster than the wall clock, so that the run covers several days of event time. State can only
+be flat once the longest window (24 h + lateness) is full: with live event times (the wall
+clock) a 10-minute run would never drop anything, whatever the engine. Users pay
+``TXNS_PER_USER_DAY`` times a day, so 10 minutes at 10k/s cover about 3.5 days and the windows
+fill in the first third of the run; the rest shows whether memory stays flat.
 
 Then the actor is killed (SIGKILL, as a crash): Ray restarts it and retries its loop, which
 reloads the profile table, rejoins the group (after the dead member's session times out),
@@ -21,6 +28,7 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Any
 
 from bench.environment import OffsetReader, create_topics, redis_keys, scenario_topics
@@ -31,9 +39,12 @@ from bench.scenario import BenchContext, Case, Scenario
 from bench.scenarios.features import reset_state
 from bench.workload import TransactionsWorkload, generator_config
 from consumers.pipelines.fraud_features import FraudFeaturesPipeline
-from producers.runner import produce_live
+from producers.config import GeneratorConfig
+from producers.runner import Window, produce_history
+from producers.stream import expected_records_per_day
 
 MIB = 1024 * 1024
+TXNS_PER_USER_DAY = 1.0  # a typical card pays about once a day
 
 
 class MemoryScenario(Scenario):
@@ -69,6 +80,8 @@ class MemoryScenario(Scenario):
             "rate": sizes.memory_rate,
             "seconds": sizes.memory_seconds,
             "seed": ctx.options.seed,
+            "txns_per_user_day": TXNS_PER_USER_DAY,
+            "event_days": round(_event_days(sizes), 2),
         }
         group = ConsumerGroup(settings, "fraud")
         try:
@@ -128,11 +141,12 @@ class MemoryScenario(Scenario):
         meter.start()
         task = asyncio.create_task(sampler())
         try:
-            summary = await produce_live(
+            summary = await produce_history(
                 settings,
-                generator_config(sizes.memory_users, ctx.options.seed),
+                _memory_config(sizes.memory_users, ctx.options.seed),
+                _replay_window(sizes),
+                count=int(sizes.memory_rate * sizes.memory_seconds),
                 rate=sizes.memory_rate,
-                duration_s=sizes.memory_seconds,
             )
             group_id = FraudFeaturesPipeline(settings, scorer=None).group_id
             await _drained(settings, group_id, topic, partitions, timeout_s=300)
@@ -240,3 +254,18 @@ async def _drained(
                 return
             await asyncio.sleep(0.5)
     raise BenchError("memory", f"the actor did not catch up within {timeout_s:.0f} s")
+
+
+def _memory_config(users: int, seed: int) -> GeneratorConfig:
+    return replace(generator_config(users, seed), txns_per_user_day=TXNS_PER_USER_DAY)
+
+
+def _event_days(sizes: Any) -> float:
+    """Days of event time that ``memory_seconds`` at ``memory_rate`` replay."""
+    per_day = expected_records_per_day(_memory_config(sizes.memory_users, 0))
+    return sizes.memory_rate * sizes.memory_seconds / per_day
+
+
+def _replay_window(sizes: Any) -> Window:
+    """A window a little longer than needed: the record count ends the replay."""
+    return Window.last_days(_event_days(sizes) * 1.1)

@@ -15,6 +15,7 @@ values computed for it — the feature log that skew checks and the exactly-once
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Literal
 
@@ -169,9 +170,12 @@ class FraudFeaturesPipeline:
                 if self._emit:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
-        await self._store.write(GROUP, list(newest.values()))
+        write = self._store.write(GROUP, list(newest.values()))
         if self._scorer is not None and pending:
-            scored = await self._scorer.score(encode_rows(pending), self._threshold)
+            # The online-store write and the model call are independent: overlap them.
+            _, scored = await asyncio.gather(
+                write, self._scorer.score(encode_rows(pending), self._threshold)
+            )
             scored_outputs = score_outputs(
                 pending,
                 scored,
@@ -182,6 +186,8 @@ class FraudFeaturesPipeline:
             )
             for partition, records in scored_outputs.items():
                 outputs.setdefault(partition, []).extend(records)
+        else:
+            await write
         return outputs
 
     def _profiles_of(self, transactions: list[Transaction]) -> dict[str, object]:

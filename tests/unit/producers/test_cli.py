@@ -63,8 +63,11 @@ def test_bad_values_are_refused_by_argparse(
         (["--rate", "100"], "live mode needs --duration SECONDS or --count N"),
         (["--duration", "5", "--count", "10"], "either --duration or --count, not both"),
         (["--count", "10", "--output-dir", "out"], "--output-dir needs a historical window"),
-        (["--historical-days", "1", "--rate", "10"], "--rate and --duration are for live mode"),
-        (["--historical-days", "1", "--duration", "10"], "--rate and --duration are for live"),
+        (["--historical-days", "1", "--duration", "10"], "--duration is for live mode"),
+        (
+            ["--historical-days", "1", "--rate", "10", "--output-dir", "x"],
+            "--rate paces a replay into Kafka",
+        ),
         (["--historical-days", "1", "--start", "2024-01-01"], "either --historical-days or"),
         (["--start", "2024-01-01"], "--start and --end go together"),
         (["--start", "2024-01-02", "--end", "2024-01-01"], "must be after --start"),

@@ -1,0 +1,391 @@
+"""The whole fraud pipeline with the model: generator -> Kafka -> features -> model -> scores.
+
+Two Ray consumer actors run ``FraudFeaturesPipeline`` with scoring on (one FraudScorer call
+per poll batch, through the bench's Serve app: ``bench.serving``), exactly once.
+
+- ``drain``: the pre-produced transactions (the same topic as ``features``), from nothing to
+  the end: the highest rate the pipeline can go when there is a backlog. Compared with the
+  passthrough ceiling and with the feature stage alone.
+- ``load-<rate>``: live traffic from the generator at a fixed rate for ``load_seconds``, on
+  the scenario's own topics, with the consumers already running. A read_committed reader of
+  fraud-scores in the bench process takes, per score, two latencies from the input record's
+  Kafka timestamp (``ingested_at``): **produced** (``scored_at``: the score record handed to
+  the producer, the issue's definition) and **visible** (when the reader got it: the
+  transaction committed and fetched, what a downstream consumer sees). The first
+  ``WARMUP_S`` seconds of a load are not counted. The sample's value is the visible p99.
+  A load is *sustained* when, at the end of it, the group is less than ``BOUNDED_S`` seconds
+  of traffic behind and catches up within ``DRAIN_S`` seconds after the generator stops.
+
+The generator, the reader and the bench's bookkeeping share the 2 cores with the pipeline,
+Kafka, Redis and Serve: everything a real deployment on this machine would run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any
+
+import msgspec
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.environment import create_topics, scenario_topics
+from bench.measure import BenchError, group_probe, group_ready, time_drain
+from bench.results import Check, Sample
+from bench.scenario import BenchContext, Case, Scenario
+from bench.scenarios.features import reset_state, verify_committed
+from bench.serving import bench_app
+from bench.workload import TransactionsWorkload, generator_config
+from consumers.kafka_io import make_consumer
+from producers.runner import produce_live
+
+ACTORS = 2
+WARMUP_S = 3.0
+BOUNDED_S = 2.0  # lag at the end of a load, in seconds of its traffic
+DRAIN_S = 10.0
+LATENCY_TARGET_MS = 50.0
+LATENCY_TARGET_RATE = 2_000.0
+SUSTAINED_TARGET = 20_000.0
+CEILING_SHARE_TARGET = 0.5
+DRAIN_BASELINES = ("ceiling/passthrough-txn", "features/ray-2")
+LIVE_USERS = 200_000
+SHARED_GROUP = "e2e_group"
+
+
+class _ScoreTimes(msgspec.Struct):
+    ingested_at: int
+    scored_at: int
+
+
+_decoder = msgspec.json.Decoder(_ScoreTimes)
+
+
+class E2EScenario(Scenario):
+    name = "e2e"
+    summary = "the fraud pipeline with the model: backlog drain rate and latency at fixed loads"
+    needs_ray = True
+
+    async def prepare(self, ctx: BenchContext) -> None:
+        await bench_app(ctx)
+        await ctx.transactions()
+        topics = scenario_topics(ctx.topic("e2e"), ctx.options.partitions)
+        await create_topics(ctx.stack.settings, topics.all())
+
+    def cases(self, ctx: BenchContext) -> list[Case]:
+        cases = [
+            Case(
+                self.name,
+                "drain",
+                f"fraud pipeline with the model, {ACTORS} Ray actors, backlog",
+                "events/s",
+                _drain,
+                DRAIN_BASELINES,
+            )
+        ]
+        for rate in ctx.options.sizes.loads:
+            cases.append(
+                Case(
+                    self.name,
+                    f"load-{rate:g}",
+                    f"end-to-end p99 (visible) at {rate:,.0f} tx/s",
+                    "ms",
+                    _load_case(rate),
+                    higher_is_better=False,
+                )
+            )
+        return cases
+
+    def checks(self, ctx: BenchContext) -> list[Check]:
+        return [_latency_check(ctx), _sustained_check(ctx), _ceiling_check(ctx)]
+
+
+# --- backlog ----------------------------------------------------------------------------------
+
+
+async def _drain(ctx: BenchContext, round_: int) -> Sample:
+    from consumers.actors import ConsumerGroup
+
+    app = await bench_app(ctx)
+    base = await ctx.transactions()
+    settings = app.configure(base.settings).model_copy(update={"rtml_emit_feature_rows": False})
+    workload = replace(base, settings=settings)
+    await reset_state(workload, flush=ctx.stack.owns_services)
+    group = ConsumerGroup(settings, "fraud")
+    try:
+        await asyncio.to_thread(group.scale, ACTORS, max_members=workload.partitions)
+        timing = await time_drain(
+            "e2e/drain",
+            group_probe(group, workload.partitions),
+            workload.transactions,
+            timeout_s=180.0 + workload.transactions / 1_000,
+            interval_s=0.1,
+            min_events=workload.transactions // 5,
+        )
+        stats = await asyncio.to_thread(group.stats)
+    finally:
+        await asyncio.to_thread(group.stop)
+    await verify_committed(workload, "e2e/drain")
+    details = {
+        "events": timing.events,
+        "seconds": round(timing.seconds, 3),
+        "startup_s": round(timing.startup_s, 2),
+        "batches": sum(s["batches"] for s in stats),
+        "failures": sum(s["failures"] for s in stats),
+    }
+    return Sample(round_, timing.rate, details)
+
+
+# --- fixed loads ------------------------------------------------------------------------------
+
+
+def _load_case(rate: float):
+    async def run(ctx: BenchContext, round_: int) -> Sample:
+        return await _load(ctx, round_, rate)
+
+    return run
+
+
+async def _live_group(ctx: BenchContext) -> tuple[Any, Any]:
+    """The scenario's consumer group on its own topics, started once and kept for every load
+    (stopped when the bench ends)."""
+    shared = ctx.shared.get(SHARED_GROUP)
+    if shared is not None:
+        return shared  # type: ignore[no-any-return]
+    from consumers.actors import ConsumerGroup
+
+    app = await bench_app(ctx)
+    topics = scenario_topics(ctx.topic("e2e"), ctx.options.partitions)
+    settings = app.configure(ctx.stack.settings).model_copy(
+        update={"rtml_topics": topics, "rtml_emit_feature_rows": False}
+    )
+    group = ConsumerGroup(settings, "fraud")
+    ctx.on_close(lambda: asyncio.to_thread(group.stop))
+    await asyncio.to_thread(group.scale, ACTORS, max_members=ctx.options.partitions)
+    deadline = time.monotonic() + 300
+    while not group_ready(await asyncio.to_thread(group.stats), ctx.options.partitions):
+        if time.monotonic() > deadline:
+            raise BenchError("e2e/load", "the consumer group was not ready after 300 s")
+        await asyncio.sleep(0.2)
+    ctx.shared[SHARED_GROUP] = (settings, group)
+    return settings, group
+
+
+async def _load(ctx: BenchContext, round_: int, rate: float) -> Sample:
+    case = f"e2e/load-{rate:g}"
+    settings, group = await _live_group(ctx)
+    seconds = ctx.options.sizes.load_seconds
+    scores = ScoreReader(settings)
+    await scores.start()
+    lag_points: list[tuple[float, int]] = []
+    started = time.monotonic()
+    stop_sampling = asyncio.Event()
+
+    async def sample_lag() -> None:
+        while not stop_sampling.is_set():
+            stats = await asyncio.to_thread(group.stats)
+            lag_points.append((time.monotonic() - started, _lag(stats)))
+            await asyncio.sleep(0.5)
+
+    before = await asyncio.to_thread(group.stats)
+    sampler = asyncio.create_task(sample_lag())
+    try:
+        scores.count_from = time.time() * 1000 + WARMUP_S * 1000
+        config = generator_config(LIVE_USERS, ctx.options.seed + round_)
+        summary = await produce_live(
+            settings,
+            config,
+            rate=rate,
+            duration_s=seconds,
+        )
+        produced_s = time.monotonic() - started
+        end_lag = lag_points[-1][1] if lag_points else 0
+        drained_after = await _drained(group, timeout_s=60.0)
+        await scores.settle()
+    finally:
+        stop_sampling.set()
+        await sampler
+        await scores.stop()
+    phases = _phases(before, await asyncio.to_thread(group.stats))
+    transactions = summary.records.get(settings.rtml_topics.transactions.name, 0)
+    if not scores.visible:
+        raise BenchError(case, "no scores were read")
+    visible = np.asarray(scores.visible)
+    produced = np.asarray(scores.produced)
+    bounded = end_lag <= rate * BOUNDED_S and drained_after is not None
+    bounded = bounded and drained_after <= DRAIN_S  # type: ignore[operator]
+    details: dict[str, Any] = {
+        "rate": rate,
+        "achieved_rate": round(transactions / produced_s, 1) if produced_s else None,
+        "transactions": transactions,
+        "scores_read": scores.count,
+        "scores_counted": len(visible),
+        "lag_max": max((p[1] for p in lag_points), default=0),
+        "lag_end": end_lag,
+        "drained_after_s": None if drained_after is None else round(drained_after, 2),
+        "sustained": bounded,
+        **phases,
+    }
+    for name, values in (("visible", visible), ("produced", produced)):
+        for q in (50, 95, 99):
+            details[f"{name}_p{q}_ms"] = round(float(np.percentile(values, q)), 2)
+    ctx.say(
+        f"{case}: p50/p95/p99 visible {details['visible_p50_ms']:.0f}/"
+        f"{details['visible_p95_ms']:.0f}/{details['visible_p99_ms']:.0f} ms, produced "
+        f"{details['produced_p50_ms']:.0f}/{details['produced_p95_ms']:.0f}/"
+        f"{details['produced_p99_ms']:.0f} ms; lag max {details['lag_max']:,}, "
+        f"{'sustained' if bounded else 'NOT sustained'}; per batch: "
+        f"{phases.get('records_per_batch', 0):.0f} records, poll/process/commit "
+        f"{phases.get('poll_ms_per_batch', 0):.1f}/{phases.get('process_ms_per_batch', 0):.1f}/"
+        f"{phases.get('commit_ms_per_batch', 0):.1f} ms"
+    )
+    return Sample(round_, details["visible_p99_ms"], details)
+
+
+def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-batch means over the load, all actors together: records, and the wall ms of the
+    runner's phases (poll, process: features + Redis + model, commit: the transactions)."""
+
+    def total(stats: list[dict[str, Any]], field: str) -> float:
+        return float(sum(s[field] for s in stats))
+
+    batches = total(after, "batches") - total(before, "batches")
+    if not batches:
+        return {}
+    out = {"batches": batches}
+    out["records_per_batch"] = round(
+        (total(after, "records") - total(before, "records")) / batches, 1
+    )
+    for phase in ("poll", "process", "commit"):
+        seconds = total(after, f"{phase}_seconds") - total(before, f"{phase}_seconds")
+        out[f"{phase}_ms_per_batch"] = round(seconds / batches * 1000, 2)
+    return out
+
+
+def _lag(stats: list[dict[str, Any]]) -> int:
+    return int(sum(sum(s["lag"].values()) for s in stats))
+
+
+async def _drained(group: Any, *, timeout_s: float) -> float | None:
+    """Seconds until the group's lag is 0 (None: not within ``timeout_s``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if _lag(await asyncio.to_thread(group.stats)) == 0:
+            return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    return None
+
+
+class ScoreReader:
+    """Reads fraud-scores (read_committed) from its end at ``start()``, in the background, and
+    keeps both latencies of every score whose input arrived after ``count_from`` (epoch ms)."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+        self._topic = settings.rtml_topics.fraud_scores.name
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.count_from = float("inf")
+        self.visible: list[float] = []
+        self.produced: list[float] = []
+        self.count = 0
+        self._last_read = time.monotonic()
+
+    async def start(self) -> None:
+        consumer = make_consumer(self._settings, group_id=None, max_poll_records=10_000)
+        await consumer.start()
+        partitions = self._settings.rtml_topics.fraud_scores.partitions
+        tps = [TopicPartition(self._topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            polled = await self._consumer.getmany(timeout_ms=100)
+            now_ms = time.time() * 1000
+            for records in polled.values():
+                self.count += len(records)
+                self._last_read = time.monotonic()
+                for record in records:
+                    times = _decoder.decode(record.value)  # type: ignore[arg-type]
+                    if times.ingested_at >= self.count_from:
+                        self.visible.append(now_ms - times.ingested_at)
+                        self.produced.append(times.scored_at - times.ingested_at)
+
+    async def settle(self, quiet_s: float = 1.0) -> None:
+        """Wait until nothing new was read for ``quiet_s``."""
+        while (idle := time.monotonic() - self._last_read) < quiet_s:  # noqa: ASYNC110
+            await asyncio.sleep(quiet_s - idle)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+def _load_samples(ctx: BenchContext) -> dict[float, list[Sample]]:
+    out: dict[float, list[Sample]] = {}
+    for m in ctx.results.measurements:
+        if m.scenario == "e2e" and m.name.startswith("load-"):
+            for s in m.samples:
+                out.setdefault(float(s.details["rate"]), []).append(s)
+    return out
+
+
+def _latency_check(ctx: BenchContext) -> Check:
+    name = f"end-to-end p99 at {LATENCY_TARGET_RATE:,.0f} tx/s"
+    target = f"< {LATENCY_TARGET_MS:.0f} ms (visible and produced, median over rounds)"
+    samples = _load_samples(ctx).get(LATENCY_TARGET_RATE)
+    if not samples:
+        return Check(name, target, "not measured", None)
+    visible = float(np.median([s.details["visible_p99_ms"] for s in samples]))
+    produced = float(np.median([s.details["produced_p99_ms"] for s in samples]))
+    return Check(
+        name,
+        target,
+        f"visible {visible:,.1f} ms, produced {produced:,.1f} ms",
+        visible < LATENCY_TARGET_MS and produced < LATENCY_TARGET_MS,
+        "rounds (visible p99): " + ", ".join(f"{s.details['visible_p99_ms']:.1f}" for s in samples),
+    )
+
+
+def _sustained_check(ctx: BenchContext) -> Check:
+    name = "fraud pipeline sustained throughput (lag bounded)"
+    target = f">= {SUSTAINED_TARGET:,.0f} tx/s"
+    loads = _load_samples(ctx)
+    if not loads:
+        return Check(name, target, "not measured", None)
+    sustained = [
+        rate for rate, samples in loads.items() if all(s.details["sustained"] for s in samples)
+    ]
+    best = max(sustained, default=0.0)
+    detail = "; ".join(
+        f"{rate:,.0f}/s: {sum(s.details['sustained'] for s in samples)}/{len(samples)} rounds"
+        for rate, samples in sorted(loads.items())
+    )
+    value = f"{best:,.0f} tx/s (highest load sustained in every round)" if best else "none"
+    return Check(name, target, value, best >= SUSTAINED_TARGET, detail)
+
+
+def _ceiling_check(ctx: BenchContext) -> Check:
+    name = "fraud pipeline vs the passthrough ceiling"
+    target = f">= {CEILING_SHARE_TARGET:.1f}x ceiling/passthrough-txn (median of paired rounds)"
+    for ratio in ctx.results.ratios_of("e2e/drain"):
+        if ratio.baseline == "ceiling/passthrough-txn":
+            value = ratio.summary.median
+            return Check(name, target, f"{value:.2f}x", value >= CEILING_SHARE_TARGET)
+    return Check(name, target, "not measured", None)
+
+
+__all__ = ["E2EScenario", "ScoreReader", "TransactionsWorkload"]
