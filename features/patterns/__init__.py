@@ -18,6 +18,7 @@ from features.patterns.language import (
     Times,
     load_rules,
     parse_rules,
+    shipped_rules,
 )
 from features.patterns.state import PATTERN_KEY_PREFIX, PATTERN_META_KEY
 
@@ -37,4 +38,5 @@ __all__ = [
     "Times",
     "load_rules",
     "parse_rules",
+    "shipped_rules",
 ]

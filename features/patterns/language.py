@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -283,6 +284,12 @@ def parse_rules(
     if problems:
         raise RuleError(source, problems)
     return rule_set
+
+
+@cache
+def shipped_rules() -> RuleSet:
+    """The rule set in ``DEFAULT_RULES_PATH``, loaded once per process."""
+    return load_rules(DEFAULT_RULES_PATH)
 
 
 def load_rules(
