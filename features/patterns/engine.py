@@ -256,18 +256,15 @@ class PatternEngine(KeyedEngine[PatternState]):
         out: list[list[tuple[str, ...]]] = []
         for r, rule in enumerate(self._rules):
             completed: list[tuple[str, ...]] = []
-            if runs[r] or mask:
-                runs[r] = advance(rule, runs[r], t, kind, mask, event_id, completed)
+            live = runs[r]
+            first = rule.steps[0]
+            if live or (kind == first.kind and mask & first.bit):
+                runs[r] = advance(rule, live, t, kind, mask, event_id, completed)
             times = done[r]
             if completed:
                 times.extend([t] * len(completed))
-            if times:
-                cut = t - rule.within
-                k = 0
-                while k < len(times) and times[k] <= cut:
-                    k += 1
-                if k:
-                    del times[:k]
+            if times and times[0] <= t - rule.within:
+                del times[: bisect_right(times, t - rule.within)]
             out.append(completed)
         return out
 
