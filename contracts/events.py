@@ -137,6 +137,10 @@ class PatternAlert(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 
+class _AlertKind(msgspec.Struct):
+    alert_type: str = "score"
+
+
 def decode_fraud_alert(data: bytes) -> FraudAlert | PatternAlert:
     """A fraud-alerts record: a ``PatternAlert`` when ``alert_type`` is "pattern", else a
     ``FraudAlert`` (also the records from before ``alert_type``)."""
@@ -144,10 +148,6 @@ def decode_fraud_alert(data: bytes) -> FraudAlert | PatternAlert:
     if kind == "pattern":
         return msgspec.json.decode(data, type=PatternAlert)
     return msgspec.json.decode(data, type=FraudAlert)
-
-
-class _AlertKind(msgspec.Struct):
-    alert_type: str = "score"
 
 
 class ScoredItem(msgspec.Struct, frozen=True):
