@@ -174,17 +174,17 @@ class PatternEngine(KeyedEngine[PatternState]):
                 profile = profiles.get(tx.user_id)
                 if profile is not None:
                     self._observe(st, tx, profile, t, wm, found)
-            counts = self._feed(st, t, TRANSACTION, mask_of(TRANSACTION, tx, row), tx.event_id)
+            mask = mask_of(TRANSACTION, tx, row)
+            counted, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
             for r in range(n_rules):
-                found[r].extend(counts[1][r])
+                found[r].extend(completed[r])
             if t > st.last:
                 st.last = t
                 self._rebucket(part, key, st)
             touched.add(key)
-            done = counts[0]
             extra: list[int] = []
             for r in feature_rules:
-                c = done[r]
+                c = counted[r]
                 extra.append(1 if c else 0)
                 extra.append(c)
             rows.append((*row, *extra))
