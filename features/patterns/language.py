@@ -33,6 +33,7 @@ from features.definitions import (
     SECOND_MS,
 )
 from features.errors import FeatureError
+from rtml.errors import ConfigError
 
 EventKind = Literal["transaction", "profile_change"]
 Op = Literal["lt", "le", "gt", "ge", "eq", "ne", "in", "not_in"]
@@ -72,8 +73,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 1, "s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS}
 
 
-class RuleError(FeatureError):
-    """A rule set that cannot be used. ``problems``: one line per mistake, with its location."""
+class RuleError(FeatureError, ConfigError):
+    """A rule set that cannot be used (configuration: the CLI exits 2). ``problems``: one line
+    per mistake, with its location."""
 
     def __init__(self, source: str, problems: Sequence[str]) -> None:
         lines = "\n  ".join(problems)
