@@ -166,6 +166,7 @@ RECOMMENDATION_FEATURES = RECOMMENDATION.features
 RECOMMENDATION_FEATURE_NAMES = RECOMMENDATION.names
 
 FraudRow = tuple[Any, ...]
-"""Values in ``FRAUD_FEATURE_NAMES`` order: int, float or None as the spec says."""
+"""Values in ``FRAUD_FEATURE_NAMES`` order: int, float or None as the spec says
+(``FraudFeatureEngine`` rows: the ``FRAUD_CARD`` prefix; ``PatternEngine`` appends the rest)."""
 RecommendationRow = tuple[Any, ...]
 """Values in ``RECOMMENDATION_FEATURE_NAMES`` order."""
