@@ -37,6 +37,7 @@ from features.state import encoder
 
 # A buffered event: (event_time, kind, condition mask, event id).
 Event = tuple[int, int, int, str]
+_NOTHING: list[tuple[str, ...]] = []  # no matches (shared; never appended to)
 
 
 class ProfileChange:
@@ -126,6 +127,7 @@ class PatternEngine(KeyedEngine[PatternState]):
             )
         self._feature_rules = tuple(index[name] for name in feature_rules)
         self._alert_rules = tuple(i for i, r in enumerate(self._rules) if r.alert)
+        self._starts = tuple((r, r.steps[0].kind, r.steps[0].bit) for r in self._rules)
         self._span = 2 * compiled.max_within  # buffer: what an out-of-order event's past needs
         self._profiles = compiled.uses_profile_changes
         horizon = self._span
@@ -169,15 +171,13 @@ class PatternEngine(KeyedEngine[PatternState]):
                 st = keys[key] = PatternState(n_rules)
             if st.times and st.times[0] <= wm - span:
                 self._trim(st, wm)
-            found: list[list[tuple[str, ...]]] = [[] for _ in range(n_rules)]
+            changed: list[list[tuple[str, ...]]] | None = None
             if self._profiles:
                 profile = profiles.get(tx.user_id)
                 if profile is not None:
-                    self._observe(st, tx, profile, t, wm, found)
+                    changed = self._observe(st, tx, profile, t, wm)
             mask = mask_of(TRANSACTION, tx, row)
             counted, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
-            for r in range(n_rules):
-                found[r].extend(completed[r])
             if t > st.last:
                 st.last = t
                 self._rebucket(part, key, st)
@@ -189,10 +189,9 @@ class PatternEngine(KeyedEngine[PatternState]):
                 extra.append(c)
             rows.append((*row, *extra))
             for r in alert_rules:
-                if found[r]:
-                    matches.append(
-                        PatternMatch(self._rules[r].name, index, found[r][0], len(found[r]))
-                    )
+                found = completed[r] if changed is None else changed[r] + completed[r]
+                if found:
+                    matches.append(PatternMatch(self._rules[r].name, index, found[0], len(found)))
         self._end_batch(part, max_time, wm, now_ms if transactions else None)
         return PatternBatch(rows, matches)
 
@@ -203,25 +202,22 @@ class PatternEngine(KeyedEngine[PatternState]):
         profile: UserProfile,
         t: int,
         wm: int,
-        found: list[list[tuple[str, ...]]],
-    ) -> None:
-        """Feed a profile change when the card joins a newer profile than the last one it saw."""
+    ) -> list[list[tuple[str, ...]]] | None:
+        """Feed a profile change when the card joins a newer profile than the last one it saw;
+        returns the matches it completed (None when there was no change to feed)."""
         seen = st.profile
         if seen is not None and profile.updated_at <= seen[0]:
-            return
+            return None
         st.profile = (profile.updated_at, profile.home_lat, profile.home_lon)
         if seen is None:
-            return  # the first profile this card sees: nothing to compare with
+            return None  # the first profile this card sees: nothing to compare with
         at = min(profile.updated_at, t)
         if at < wm:
-            return  # older than the watermark, like a late event
+            return None  # older than the watermark, like a late event
         change = ProfileChange(profile, seen[1], seen[2])
         mask = self.rules.mask(PROFILE_CHANGE, change, None)
-        _, completed = self._feed(
-            st, at, PROFILE_CHANGE, mask, profile_change_id(tx.user_id, profile.updated_at)
-        )
-        for r, ids in enumerate(completed):
-            found[r].extend(ids)
+        event_id = profile_change_id(tx.user_id, profile.updated_at)
+        return self._feed(st, at, PROFILE_CHANGE, mask, event_id)[1]
 
     def _feed(
         self, st: PatternState, t: int, kind: int, mask: int, event_id: str
@@ -254,18 +250,19 @@ class PatternEngine(KeyedEngine[PatternState]):
     ) -> list[list[tuple[str, ...]]]:
         t, kind, mask, event_id = event
         out: list[list[tuple[str, ...]]] = []
-        for r, rule in enumerate(self._rules):
-            completed: list[tuple[str, ...]] = []
+        for r, (rule, first_kind, first_bit) in enumerate(self._starts):
             live = runs[r]
-            first = rule.steps[0]
-            if live or (kind == first.kind and mask & first.bit):
-                runs[r] = advance(rule, live, t, kind, mask, event_id, completed)
             times = done[r]
-            if completed:
-                times.extend([t] * len(completed))
+            if live or (kind == first_kind and mask & first_bit):
+                completed: list[tuple[str, ...]] = []
+                runs[r] = advance(rule, live, t, kind, mask, event_id, completed)
+                if completed:
+                    times.extend([t] * len(completed))
+                out.append(completed)
+            else:
+                out.append(_NOTHING)
             if times and times[0] <= t - rule.within:
                 del times[: bisect_right(times, t - rule.within)]
-            out.append(completed)
         return out
 
     def _replay(
