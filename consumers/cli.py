@@ -53,6 +53,10 @@ def consume_command(settings: Settings, args: argparse.Namespace) -> int:
     if unknown:
         known = ", ".join(sorted(pipeline_factories()))
         raise ConfigError(f"unknown pipeline(s) {', '.join(sorted(unknown))}; known: {known}")
+    if "fraud" in args.pipelines:
+        from features.patterns import load_rules
+
+        load_rules(settings.rtml_pattern_rules)  # a bad rule set: one clear error, before Ray
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -103,10 +103,51 @@ class AlertReason(msgspec.Struct, frozen=True):
 
 
 class FraudAlert(FraudScore, frozen=True, kw_only=True):
-    """A fraud score at or above the alert threshold. Topic ``fraud-alerts``."""
+    """A fraud score at or above the alert threshold. Topic ``fraud-alerts``.
+
+    ``alert_type`` tells it from a ``PatternAlert`` on the same topic ("score"; records written
+    before it existed have none, which means "score" too).
+    """
 
     threshold: Probability
     reasons: list[AlertReason]
+    alert_type: Literal["score"] = "score"
+
+
+class PatternAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """A complex event pattern rule matched on a card. Topic ``fraud-alerts``, key ``card_id``.
+
+    ``event_id``/``event_time``: the transaction that completed the match. ``event_ids``: the
+    matched events in event-time order (transaction ids; a profile change is
+    ``profile:{user_id}@{updated_at}``). ``matches``: how many matches of the rule that
+    transaction completed (``event_ids`` is the earliest-started one). ``rules_version``: the
+    rule set's ``version``. See docs/patterns.md.
+    """
+
+    alert_type: Literal["pattern"] = "pattern"
+    rule: Label
+    rules_version: int
+    event_id: Id
+    card_id: Id
+    event_ids: list[str]
+    matches: int
+    event_time: EpochMs
+    ingested_at: EpochMs
+    detected_at: EpochMs
+    schema_version: SchemaVersion = SCHEMA_VERSION
+
+
+class _AlertKind(msgspec.Struct):
+    alert_type: str = "score"
+
+
+def decode_fraud_alert(data: bytes) -> FraudAlert | PatternAlert:
+    """A fraud-alerts record: a ``PatternAlert`` when ``alert_type`` is "pattern", else a
+    ``FraudAlert`` (also the records from before ``alert_type``)."""
+    kind = msgspec.json.decode(data, type=_AlertKind).alert_type
+    if kind == "pattern":
+        return msgspec.json.decode(data, type=PatternAlert)
+    return msgspec.json.decode(data, type=FraudAlert)
 
 
 class ScoredItem(msgspec.Struct, frozen=True):

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
+from features.patterns import load_rules
 from features.replay import ReplayStats, replay_directory, write_records
 from rtml.settings import Settings
 
@@ -68,6 +69,7 @@ def replay_command(settings: Settings, args: argparse.Namespace, out: TextIO | N
         user_profiles_file=f"{topics.user_profiles.name}.jsonl",
         config=settings.rtml_features,
         stats=stats,
+        rules=load_rules(settings.rtml_pattern_rules) if args.kind == "fraud" else None,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     count = write_records(records, args.output)

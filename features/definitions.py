@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FEATURE_SET_VERSION = 1
+FEATURE_SET_VERSION = 2  # 2: the pattern features (PATTERN_FEATURE_RULES) after the card ones
 
 # Windows and horizons of the definitions (milliseconds). Part of the definitions, not settings.
 SECOND_MS = 1_000
@@ -72,8 +72,8 @@ def _f(name: str, dtype: Dtype, nullable: bool, description: str) -> FeatureSpec
     return FeatureSpec(name, dtype, nullable, description)
 
 
-FRAUD = FeatureGroup(
-    name="fraud",
+FRAUD_CARD = FeatureGroup(
+    name="fraud_card",
     key="card_id",
     features=(
         _f("amount", "float", False, "the transaction's amount"),
@@ -104,6 +104,34 @@ FRAUD = FeatureGroup(
         _f("hour_of_day_utc", "int", False, "hour of event_time in UTC, 0-23"),
         _f("is_online", "int", False, "1 if channel is online, 0 if pos"),
     ),
+)
+"""What ``FraudFeatureEngine`` computes per transaction: the first part of a ``FRAUD`` row."""
+
+# Complex event patterns whose matches are model features (features/patterns/, rules in
+# rtml_pattern_rules). Each rule named here must be in the rule set with ``feature: true``;
+# adding one here changes the model's input (bump FEATURE_SET_VERSION, retrain). Rules not named
+# here can still alert without a code change.
+PATTERN_FEATURE_RULES = ("card_testing", "impossible_travel", "account_takeover")
+
+
+def _pattern_features(rule: str) -> tuple[FeatureSpec, FeatureSpec]:
+    return (
+        _f(f"pattern_{rule}_matched", "int", False, f"1 if {rule} matched in (t-within, t]"),
+        _f(f"pattern_{rule}_count", "int", False, f"matches of {rule} ending in (t-within, t]"),
+    )
+
+
+FRAUD_PATTERNS = FeatureGroup(
+    name="fraud_patterns",
+    key="card_id",
+    features=tuple(spec for rule in PATTERN_FEATURE_RULES for spec in _pattern_features(rule)),
+)
+"""What ``PatternEngine`` adds per transaction: the second part of a ``FRAUD`` row."""
+
+FRAUD = FeatureGroup(
+    name="fraud",
+    key="card_id",
+    features=FRAUD_CARD.features + FRAUD_PATTERNS.features,
 )
 
 RECOMMENDATION = FeatureGroup(
@@ -138,6 +166,7 @@ RECOMMENDATION_FEATURES = RECOMMENDATION.features
 RECOMMENDATION_FEATURE_NAMES = RECOMMENDATION.names
 
 FraudRow = tuple[Any, ...]
-"""Values in ``FRAUD_FEATURE_NAMES`` order: int, float or None as the spec says."""
+"""Values in ``FRAUD_FEATURE_NAMES`` order: int, float or None as the spec says
+(``FraudFeatureEngine`` rows: the ``FRAUD_CARD`` prefix; ``PatternEngine`` appends the rest)."""
 RecommendationRow = tuple[Any, ...]
 """Values in ``RECOMMENDATION_FEATURE_NAMES`` order."""

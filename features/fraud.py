@@ -32,7 +32,7 @@ from features.config import FeatureConfig
 from features.definitions import (
     DAY_MS,
     EARTH_RADIUS_KM,
-    FRAUD,
+    FRAUD_CARD,
     HOUR_MS,
     MINUTE_MS,
     SPEED_MIN_SECONDS,
@@ -115,7 +115,7 @@ def _fixed(st: CardState, amount: float) -> int:
 class FraudFeatureEngine(KeyedEngine[CardState]):
     """Fraud features of transactions, keyed by card_id, for the partitions it is assigned.
 
-    Not thread-safe; one engine per consumer actor. Rows follow ``features.definitions.FRAUD``.
+    Not thread-safe; one engine per consumer actor. Rows follow ``features.definitions.FRAUD_CARD``.
     """
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
@@ -460,8 +460,8 @@ def _trim_to(st: CardState, cut: int, anchor_cut: int) -> None:
 
 
 def fraud_row_dict(row: FraudRow) -> dict[str, float | None]:
-    """A fraud row as ``{feature: value}`` (``contracts.events.FraudScore.features``)."""
-    return FRAUD.as_dict(row)
+    """This engine's row as ``{feature: value}`` (``FRAUD_CARD``: the card features)."""
+    return FRAUD_CARD.as_dict(row)
 
 
 __all__ = ["NO_TIME", "CardState", "FraudFeatureEngine", "fraud_row_dict"]

@@ -35,6 +35,7 @@ from features.definitions import FRAUD, RECOMMENDATION
 from features.errors import ReplayInputError
 from features.fraud import FraudFeatureEngine
 from features.partitioner import partition_for_key
+from features.patterns import PatternEngine, RuleSet, shipped_rules
 from features.recommendations import RecommendationFeatureEngine
 from rtml.errors import InvalidEvent
 
@@ -97,11 +98,13 @@ def replay_fraud(
     partitions: int,
     config: FeatureConfig | None = None,
     stats: ReplayStats | None = None,
+    rules: RuleSet | None = None,
 ) -> Iterator[FeatureRecord]:
     """Fraud features of every transaction that is not late, partition by partition.
 
     ``log``: transactions and profile records in production order; a transaction sees every
-    profile record before it.
+    profile record before it. ``rules``: the pattern rules (default: the shipped rule set,
+    ``features/patterns/rules.yaml``; pass the online pipeline's ``rtml_pattern_rules``).
     """
     stats = stats if stats is not None else ReplayStats()
     changes: list[tuple[int, ProfileRecord]] = []
@@ -113,15 +116,17 @@ def replay_fraud(
             changes.append((position, record))
     parts = split_partitions(positioned, partitions, lambda item: item[1].card_id)
     engine = FraudFeatureEngine(config)
+    patterns = PatternEngine(rules if rules is not None else shipped_rules(), config)
     for partition, txs in enumerate(parts):
         engine.assign(partition)
+        patterns.assign(partition)
         table: dict[str, UserProfile] = {}
         applied = 0
         run: list[Transaction] = []
         for position, tx in txs:
             if applied < len(changes) and changes[applied][0] < position:
                 # The profile table changes before this transaction: finish the run first.
-                yield from _fraud_rows(engine, partition, run, table, stats)
+                yield from _fraud_rows(engine, patterns, partition, run, table, stats)
                 run = []
                 while applied < len(changes) and changes[applied][0] < position:
                     change = changes[applied][1]
@@ -132,14 +137,16 @@ def replay_fraud(
                     applied += 1
             run.append(tx)
             if len(run) >= _CHUNK:
-                yield from _fraud_rows(engine, partition, run, table, stats)
+                yield from _fraud_rows(engine, patterns, partition, run, table, stats)
                 run = []
-        yield from _fraud_rows(engine, partition, run, table, stats)
+        yield from _fraud_rows(engine, patterns, partition, run, table, stats)
         engine.revoke(partition)
+        patterns.revoke(partition)
 
 
 def _fraud_rows(
     engine: FraudFeatureEngine,
+    patterns: PatternEngine,
     partition: int,
     txs: Sequence[Transaction],
     table: dict[str, UserProfile],
@@ -148,7 +155,8 @@ def _fraud_rows(
     if not txs:
         return
     result = engine.process_batch(partition, txs, table)
-    for tx, row in zip(txs, result.rows, strict=True):
+    rows = patterns.process_batch(partition, txs, result.rows, table).rows
+    for tx, row in zip(txs, rows, strict=True):
         if row is None:
             stats.late += 1
             stats.late_event_ids.append(tx.event_id)
@@ -282,6 +290,7 @@ def replay_directory(
     user_profiles_file: str = "user-profiles.jsonl",
     config: FeatureConfig | None = None,
     stats: ReplayStats | None = None,
+    rules: RuleSet | None = None,
 ) -> Iterator[FeatureRecord]:
     """Replay the generator's files in ``input_dir`` (one JSON-lines file per stream).
 
@@ -294,7 +303,7 @@ def replay_directory(
         if profiles_path.exists():
             sources.append(read_log(profiles_path, UserProfile, stats))  # type: ignore[arg-type]
         log = (record for _, record in heapq.merge(*sources, key=lambda item: item[0]))
-        return replay_fraud(log, partitions=partitions, config=config, stats=stats)
+        return replay_fraud(log, partitions=partitions, config=config, stats=stats, rules=rules)
     events = (
         event
         for _, event in read_log(_existing(input_dir / user_events_file), UserEvent, stats)

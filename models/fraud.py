@@ -39,7 +39,8 @@ IDENTITY_FEATURES = frozenset({"is_new_merchant_24h", "hour_of_day_utc", "is_onl
 
 
 def default_transform(name: str) -> Transform:
-    return "identity" if name in IDENTITY_FEATURES or name.startswith("is_") else "log1p"
+    flag = name.startswith("is_") or name.endswith("_matched")  # 0/1, like the pattern flags
+    return "identity" if name in IDENTITY_FEATURES or flag else "log1p"
 
 
 # -----------------------------------------------------------------------------------------------
@@ -48,7 +49,7 @@ def default_transform(name: str) -> Transform:
 
 @dataclass(frozen=True)
 class FraudConfig:
-    n_features: int = 17  # F: len(FRAUD_FEATURE_NAMES)
+    n_features: int = 23  # F: len(FRAUD_FEATURE_NAMES)
     n_nullable: int = 6  # N: nullable features, each with a missing-indicator input
     hidden: tuple[int, ...] = (64, 32)  # MLP hidden widths
     dropout: float = 0.1

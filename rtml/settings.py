@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from features.config import FeatureConfig
+from features.patterns.language import DEFAULT_RULES_PATH
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DEFAULT_KAFKA = "127.0.0.1:9092"
@@ -143,6 +144,9 @@ class Settings(BaseSettings):
     rtml_cache_dir: Path = Field(default_factory=lambda: _default_home("XDG_CACHE_HOME", ".cache"))
     rtml_max_record_bytes: int = Field(default=64 * 1024, ge=256)
     rtml_features: FeatureConfig = Field(default_factory=FeatureConfig)
+    # Complex event pattern rules of the fraud pipeline (YAML, docs/patterns.md); the default
+    # is the versioned set shipped in features/patterns/rules.yaml.
+    rtml_pattern_rules: Path = DEFAULT_RULES_PATH
     # Publish every computed fraud feature row to the fraud-features topic (the feature log).
     rtml_emit_feature_rows: bool = False
     # exactly_once: outputs, state and offsets in one Kafka transaction (the default; needs a

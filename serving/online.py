@@ -35,6 +35,7 @@ from contracts.events import Transaction, UserProfile
 from features.config import FeatureConfig
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
+from features.patterns import PatternEngine, shipped_rules
 from serving.protocol import RecommendationRow, fraud_row_array, recommendation_row
 from store.online import OnlineStore, Row
 
@@ -102,15 +103,24 @@ def request_features(
     profiles: Mapping[str, UserProfile],
     config: FeatureConfig | None = None,
 ) -> list[tuple[Any, ...]]:
-    """Each transaction's features as the first of its card (see the module docstring)."""
+    """Each transaction's features as the first of its card (see the module docstring).
+
+    Pattern features: the shipped rules over that one transaction (a card's first event)."""
     engine = FraudFeatureEngine(config)
+    patterns = PatternEngine(shipped_rules(), config)
     rows = []
     for i, tx in enumerate(transactions):
         engine.assign(i)  # its own partition: nothing of the other transactions is seen
-        row = engine.process(i, tx, profiles.get(tx.user_id))
-        assert row is not None  # an empty partition has no watermark: nothing is late
+        patterns.assign(i)
+        profile = profiles.get(tx.user_id)
+        card_row = engine.process(i, tx, profile)
+        assert card_row is not None  # an empty partition has no watermark: nothing is late
+        joined = {} if profile is None else {tx.user_id: profile}
+        row = patterns.process_batch(i, (tx,), (card_row,), joined).rows[0]
+        assert row is not None
         rows.append(row)
         engine.revoke(i)
+        patterns.revoke(i)
     return rows
 
 

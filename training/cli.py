@@ -151,9 +151,19 @@ def _train(
     t = time.perf_counter()
     event_log = read_log(directory, fraud=kind == "fraud", recsys=kind == "recsys")
     event_log.source = source
+    pattern_rules: dict[str, Any] = {}
     if kind == "fraud":
+        from features.patterns import CompiledRules, load_rules
+
+        # The pipeline's pattern rules, so the model learns the pattern features it is served.
+        rules = load_rules(settings.rtml_pattern_rules)
+        pattern_rules = {
+            "path": str(settings.rtml_pattern_rules),
+            "version": rules.version,
+            "fingerprint": CompiledRules(rules).fingerprint,
+        }
         partitions = settings.rtml_topics.transactions.partitions
-        examples: Any = fraud_examples(event_log, partitions=partitions)
+        examples: Any = fraud_examples(event_log, partitions=partitions, rules=rules)
     else:
         partitions = settings.rtml_topics.user_events.partitions
         examples = recsys_examples(event_log, partitions=partitions)
@@ -164,6 +174,8 @@ def _train(
         f"skipped) in {time.perf_counter() - t:.1f}s"
     )
     training_data = {"log": described, "partitions": partitions, "seed": args.seed}
+    if pattern_rules:
+        training_data["pattern_rules"] = pattern_rules
     overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs

@@ -27,6 +27,7 @@ from contracts.codec import EventDecoder
 from contracts.events import Transaction, UserEvent, UserProfile
 from features.definitions import DAY_MS, FRAUD_FEATURE_NAMES, HOUR_MS, RECOMMENDATION_FEATURE_NAMES
 from features.errors import ReplayInputError
+from features.patterns import RuleSet
 from features.replay import (
     FraudLogRecord,
     ReplayStats,
@@ -295,10 +296,15 @@ class FraudExamples:
         )
 
 
-def fraud_examples(event_log: EventLog, *, partitions: int) -> FraudExamples:
-    """Point-in-time fraud features of every transaction, joined with the labels."""
+def fraud_examples(
+    event_log: EventLog, *, partitions: int, rules: RuleSet | None = None
+) -> FraudExamples:
+    """Point-in-time fraud features of every transaction, joined with the labels.
+
+    ``rules``: the pattern rules (default: the shipped ones); the pipeline's must be the same.
+    """
     stats = ReplayStats()
-    records = replay_fraud(event_log.fraud_log, partitions=partitions, stats=stats)
+    records = replay_fraud(event_log.fraud_log, partitions=partitions, stats=stats, rules=rules)
     rows, labels, times, cards = [], [], [], []
     nan = math.nan
     names = FRAUD_FEATURE_NAMES

@@ -8,7 +8,9 @@ with the changelog and offsets in one transaction per partition.
 
 Outputs: dead letters; with a scorer (``rtml_fraud_scoring``, the default) one
 ``fraud-scores`` record per transaction and ``fraud-alerts`` above the threshold, from exactly
-one FraudScorer call per poll batch (see ``consumers.scoring``); and optionally
+one FraudScorer call per poll batch (see ``consumers.scoring``); a ``PatternAlert`` on
+``fraud-alerts`` for each match of a pattern rule with ``alert: true`` (``features.patterns``,
+docs/patterns.md); and optionally
 (``emit_feature_rows``) one ``fraud-features`` record per transaction holding exactly the
 values computed for it — the feature log that skew checks and the exactly-once tests read.
 """
@@ -22,7 +24,7 @@ from typing import Literal
 import msgspec
 
 from consumers.partition_session import OutRecord
-from consumers.pipelines.engine_partition import EnginePartition
+from consumers.pipelines.fraud_partition import FraudPartition
 from consumers.pipelines.intake import Intake
 from consumers.profile_table import ProfileTable
 from consumers.runner import PartitionBatch
@@ -34,9 +36,10 @@ from consumers.scoring import (
     score_outputs,
 )
 from contracts.codec import encode
-from contracts.events import Transaction
+from contracts.events import PatternAlert, Transaction, UserProfile
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
+from features.patterns import PatternEngine, load_rules
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
@@ -73,6 +76,9 @@ class FraudFeaturesPipeline:
         self._store = store
         self._owns_store = store is None
         self._engine = FraudFeatureEngine(settings.rtml_features)
+        rules = load_rules(settings.rtml_pattern_rules)  # a bad rule set fails here, clearly
+        self._rules_version = rules.version
+        self._patterns = PatternEngine(rules, settings.rtml_features)
         self._profiles = ProfileTable(settings)
         self._intake = Intake(Transaction, settings)
         self.dead_letters = self._intake.dead_letters
@@ -98,6 +104,7 @@ class FraudFeaturesPipeline:
             )
         }
         self.late = 0
+        self.pattern_alerts = 0
 
     def changelog_spec(self) -> TopicSpec:
         return TopicSpec(
@@ -106,8 +113,8 @@ class FraudFeaturesPipeline:
             config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
         )
 
-    def new_processor(self, partition: int) -> EnginePartition:
-        return EnginePartition(self._engine, partition)
+    def new_processor(self, partition: int) -> FraudPartition:
+        return FraudPartition(self._engine, self._patterns, partition)
 
     async def start(self) -> None:
         from infra.topics import ensure_topics
@@ -125,6 +132,7 @@ class FraudFeaturesPipeline:
 
     def on_idle(self, processors: dict[int, object], now_ms: int) -> None:
         self._engine.advance_idle(now_ms)
+        self._patterns.advance_idle(now_ms)
 
     def output_partitions(self) -> dict[str, int]:
         return self._partitions
@@ -133,6 +141,8 @@ class FraudFeaturesPipeline:
         return {
             "dead_letters": dict(self.dead_letters.counts),
             "late": self.late,
+            "pattern_alerts": self.pattern_alerts,
+            "pattern_state_resets": self._patterns.reset_keys,
             "unknown_fields": dict(self._intake.unknown_fields),
         }
 
@@ -147,15 +157,37 @@ class FraudFeaturesPipeline:
             transactions, sources = self._intake.decode(batch.records, out)
             if not transactions:
                 continue
+            profiles = self._profiles_of(transactions)
             result = self._engine.process_batch(
-                batch.partition, transactions, self._profiles_of(transactions), now_ms=now_ms
+                batch.partition, transactions, profiles, now_ms=now_ms
             )
+            # Card rows + pattern features (full FRAUD rows), and the rules' matches.
+            patterns = self._patterns.process_batch(
+                batch.partition, transactions, result.rows, profiles, now_ms=now_ms
+            )
+            for match in patterns.matches:
+                tx = transactions[match.index]
+                alert = PatternAlert(
+                    rule=match.rule,
+                    rules_version=self._rules_version,
+                    event_id=tx.event_id,
+                    card_id=tx.card_id,
+                    event_ids=list(match.event_ids),
+                    matches=match.matches,
+                    event_time=tx.event_time,
+                    ingested_at=sources[match.index].timestamp,
+                    detected_at=now_ms,
+                )
+                out.append(
+                    OutRecord(self._alerts_topic, tx.card_id.encode(), encode(alert), now_ms)
+                )
+                self.pattern_alerts += 1
             for index in result.late:
                 self.late += 1
                 error = InvalidEvent("late", "event_time is older than the partition's watermark")
                 out.append(self.dead_letters.of(sources[index], error))
             scoring = self._scorer is not None
-            for tx, row, source in zip(transactions, result.rows, sources, strict=True):
+            for tx, row, source in zip(transactions, patterns.rows, sources, strict=True):
                 if row is None:
                     continue
                 if scoring:
@@ -190,7 +222,7 @@ class FraudFeaturesPipeline:
             await write
         return outputs
 
-    def _profiles_of(self, transactions: list[Transaction]) -> dict[str, object]:
+    def _profiles_of(self, transactions: list[Transaction]) -> dict[str, UserProfile]:
         get = self._profiles.get
         profiles = {}
         for tx in transactions:

@@ -8,6 +8,7 @@ from contracts.events import Transaction, UserEvent
 from features.aggregates import GlobalViews
 from features.definitions import (
     FRAUD,
+    FRAUD_CARD,
     FRAUD_FEATURE_NAMES,
     RECOMMENDATION,
     FeatureGroup,
@@ -31,7 +32,7 @@ def test_groups_are_ordered_unique_and_documented() -> None:
         assert all(f.description and f.dtype in PYTHON_TYPES for f in group.features)
     with pytest.raises(ValueError, match="duplicate"):
         FeatureGroup("g", "k", (FeatureSpec("a", "int", False, "x"),) * 2)
-    with pytest.raises(ValueError, match="row has 1 values, expected 17"):
+    with pytest.raises(ValueError, match="row has 1 values, expected 23"):
         FRAUD.as_dict((1.0,))
 
 
@@ -55,7 +56,7 @@ def test_engine_rows_follow_the_declared_types_and_nullability() -> None:
     second = fraud.process(0, tx)
     for row in (first, second):
         assert row is not None
-        for spec, value in zip(FRAUD.features, row, strict=True):
+        for spec, value in zip(FRAUD_CARD.features, row, strict=True):
             if value is None:
                 assert spec.nullable, spec.name
             else:

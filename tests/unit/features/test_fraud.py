@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from contracts.events import Transaction, UserProfile
 from features.config import FeatureConfig
-from features.definitions import FRAUD_FEATURE_NAMES
+from features.definitions import FRAUD_CARD
 from features.fraud import FraudFeatureEngine, fraud_row_dict
 from features.partitioner import partition_for_key
 
@@ -109,8 +109,8 @@ def assert_rows_match(got: list[Any], want: list[dict[str, Any] | None]) -> None
             continue
         assert row is not None, f"event {i} should not be late"
         actual = fraud_row_dict(row)
-        assert list(actual) == list(FRAUD_FEATURE_NAMES)
-        for name in FRAUD_FEATURE_NAMES:
+        assert list(actual) == list(FRAUD_CARD.names)
+        for name in FRAUD_CARD.names:
             a, b = actual[name], expected[name]
             if name in NEAR and a is not None and b is not None:
                 assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9), (i, name, a, b)

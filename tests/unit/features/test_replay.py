@@ -17,9 +17,11 @@ from contracts.events import Transaction, UserEvent, UserProfile
 from features import cli
 from features.aggregates import GlobalViews
 from features.config import FeatureConfig
+from features.definitions import FRAUD
 from features.errors import ReplayInputError
-from features.fraud import FraudFeatureEngine, fraud_row_dict
+from features.fraud import FraudFeatureEngine
 from features.partitioner import partition_for_key
+from features.patterns import PatternEngine, shipped_rules
 from features.recommendations import RecommendationFeatureEngine, recommendation_row_dict
 from features.replay import (
     FeatureRecord,
@@ -75,8 +77,10 @@ def test_fraud_replay_equals_online_processing(streams: Any, seed: int) -> None:
     # Online: each partition's consumer sees the profile table as it was when the
     # transaction came, and processes in batches between profile changes.
     engine = FraudFeatureEngine(CONFIG)
+    patterns = PatternEngine(shipped_rules(), CONFIG)
     for p in range(PARTITIONS):
         engine.assign(p)
+        patterns.assign(p)
     table: dict[str, UserProfile] = {}
     online: dict[str, Any] = {}
     late = 0
@@ -87,11 +91,12 @@ def test_fraud_replay_equals_online_processing(streams: Any, seed: int) -> None:
             table.pop(record.user_id, None)
         else:
             p = partition_for_key(record.card_id.encode(), PARTITIONS)
-            row = engine.process_batch(p, [record], table).rows[0]
+            card_rows = engine.process_batch(p, [record], table).rows
+            row = patterns.process_batch(p, [record], card_rows, table).rows[0]
             if row is None:
                 late += 1
             else:
-                online[record.event_id] = (p, fraud_row_dict(row))
+                online[record.event_id] = (p, FRAUD.as_dict(row))
     assert stats.late == late > 0
     assert stats.processed == len(online) == len(replayed)
     for event_id, (p, features) in online.items():

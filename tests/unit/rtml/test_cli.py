@@ -52,3 +52,16 @@ def test_missing_config_file_is_one_line(
     monkeypatch.setenv("RTML_CONFIG", "")
     assert main(["--config", str(tmp_path / "absent.toml"), "status", "--once"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_bad_pattern_rules_file_stops_consume_before_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - {name: x, within: soon, steps: [{name: a}]}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RTML_PATTERN_RULES", str(rules))
+    assert main(["consume", "--pipelines", "fraud"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rtml: error: invalid pattern rules in {rules}:")
+    assert "rules[0] (x).within: expected a duration" in err

@@ -1,0 +1,351 @@
+"""Complex event patterns per card: one NFA per rule over the card's events in event-time order.
+
+The engine runs beside ``FraudFeatureEngine`` on the same transactions (after it: conditions may
+read the transaction's computed fraud features) and shares its partition clock and lateness
+(``KeyedEngine``). Per card it keeps
+
+- a buffer of the card's recent events (time, kind, condition mask, id), sorted by
+  ``(event_time, processing order)``, newer than ``watermark - 2 * max within``;
+- per rule, the partial matches (runs, ``features.patterns.nfa``) and the times of the matches
+  completed within the rule's ``within``;
+- the last profile the card joined, to see profile changes.
+
+An in-order event advances the runs (O(runs) per rule). An out-of-order one (event time below
+the card's newest) is inserted in the buffer; its own features come from re-running the rules
+over its past ``(t - 2 * within, t]``, and the live runs are rebuilt from the buffer, so every
+event sees exactly the matches of its past in event-time order whatever the arrival order. The
+definitions are in docs/patterns.md.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from math import asin, cos, radians, sin, sqrt
+from typing import Any
+
+from contracts.events import Transaction, UserProfile
+from features._engine import NO_TIME, KeyedEngine, KeyState
+from features.config import FeatureConfig
+from features.definitions import EARTH_RADIUS_KM, PATTERN_FEATURE_RULES
+from features.patterns.compiler import PROFILE_CHANGE, TRANSACTION, CompiledRules
+from features.patterns.language import RuleError, RuleSet
+from features.patterns.nfa import Run, advance
+from features.patterns.state import PatternStateV1, pattern_state_decoder
+from features.state import encoder
+
+# A buffered event: (event_time, kind, condition mask, event id).
+Event = tuple[int, int, int, str]
+_NOTHING: list[tuple[str, ...]] = []  # no matches (shared; never appended to)
+
+
+class ProfileChange:
+    """A change of the card holder's profile, as the card observes it (condition fields)."""
+
+    __slots__ = ("account_age_days", "home_lat", "home_lon", "home_moved_km", "segment")
+
+    def __init__(self, profile: UserProfile, old_lat: float, old_lon: float) -> None:
+        self.home_lat = profile.home_lat
+        self.home_lon = profile.home_lon
+        self.home_moved_km = haversine_km(old_lat, old_lon, profile.home_lat, profile.home_lon)
+        self.account_age_days = profile.account_age_days
+        self.segment = profile.segment
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """The haversine of docs/features.md, in degrees in, km out."""
+    p1, p2 = radians(lat1), radians(lat2)
+    s_phi = sin((p2 - p1) * 0.5)
+    s_lam = sin((radians(lon2) - radians(lon1)) * 0.5)
+    a = s_phi * s_phi + cos(p1) * cos(p2) * s_lam * s_lam
+    return 2.0 * EARTH_RADIUS_KM * asin(sqrt(a if a < 1.0 else 1.0))
+
+
+def profile_change_id(user_id: str, updated_at: int) -> str:
+    """The id a profile change carries in matches and alerts (it has no event id of its own)."""
+    return f"profile:{user_id}@{updated_at}"
+
+
+class PatternState(KeyState):
+    __slots__ = ("done", "events", "profile", "runs", "times")
+
+    def __init__(self, n_rules: int) -> None:
+        super().__init__()
+        self.times: list[int] = []
+        self.events: list[Event] = []
+        self.runs: list[list[Run]] = [[] for _ in range(n_rules)]
+        self.done: list[list[int]] = [[] for _ in range(n_rules)]
+        self.profile: tuple[int, float, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PatternMatch:
+    """Matches of one rule completed by the transaction at ``index`` of the batch.
+
+    ``event_ids``: the events of the earliest-started of those matches, in event-time order;
+    ``matches``: how many matches of the rule that transaction completed.
+    """
+
+    rule: str
+    index: int
+    event_ids: tuple[str, ...]
+    matches: int
+
+
+@dataclass(slots=True)
+class PatternBatch:
+    """Full fraud rows (card features + pattern features; None where late) and alert matches."""
+
+    rows: list[tuple[Any, ...] | None] = field(default_factory=list)
+    matches: list[PatternMatch] = field(default_factory=list)
+
+
+class PatternEngine(KeyedEngine[PatternState]):
+    """Pattern features and matches of transactions, keyed by card_id. One per consumer actor.
+
+    ``process_batch`` takes the transactions and the rows ``FraudFeatureEngine`` computed for
+    them (None for late ones: the two engines share clock and lateness, so they agree).
+    """
+
+    def __init__(
+        self,
+        rules: RuleSet | CompiledRules,
+        config: FeatureConfig | None = None,
+        *,
+        feature_rules: Sequence[str] = PATTERN_FEATURE_RULES,
+    ) -> None:
+        super().__init__(config)
+        compiled = rules if isinstance(rules, CompiledRules) else CompiledRules(rules)
+        self.rules = compiled
+        self._rules = compiled.rules
+        index = {r.name: i for i, r in enumerate(self._rules)}
+        missing = [name for name in feature_rules if name not in index]
+        if missing:
+            raise RuleError(
+                "<rule set>", [f"no rule {name!r} for the pattern features" for name in missing]
+            )
+        self._feature_rules = tuple(index[name] for name in feature_rules)
+        self._alert_rules = tuple(i for i, r in enumerate(self._rules) if r.alert)
+        self._starts = tuple((r, r.steps[0].kind, r.steps[0].bit) for r in self._rules)
+        self._span = 2 * compiled.max_within  # buffer: what an out-of-order event's past needs
+        self._profiles = compiled.uses_profile_changes
+        horizon = self._span
+        if self._profiles:
+            # Remember the joined profile as long as the card's previous transaction.
+            horizon = max(horizon, self.config.previous_transaction_horizon_ms)
+        self._horizon_ms = max(horizon, 1)
+        self._cap = self.config.max_events_per_key
+        self.reset_keys = 0  # restored keys whose state was for another rule set
+
+    def process_batch(
+        self,
+        partition: int,
+        transactions: Sequence[Transaction],
+        card_rows: Sequence[tuple[Any, ...] | None],
+        profiles: Mapping[str, UserProfile],
+        *,
+        now_ms: int | None = None,
+    ) -> PatternBatch:
+        """Extend each card row with the pattern features; collect the matches to alert on."""
+        part = self._partition(partition)
+        keys, touched = part.keys, part.touched
+        n_rules = len(self._rules)
+        lateness, span = self._lateness, self._span
+        max_time, wm = part.max_time, part.watermark
+        mask_of = self.rules.mask
+        feature_rules, alert_rules = self._feature_rules, self._alert_rules
+        rows: list[tuple[Any, ...] | None] = []
+        matches: list[PatternMatch] = []
+        for index, (tx, row) in enumerate(zip(transactions, card_rows, strict=True)):
+            if row is None:
+                rows.append(None)
+                continue
+            t = tx.event_time
+            if t > max_time:
+                max_time = t
+                wm = t - lateness
+            key = tx.card_id
+            st = keys.get(key)
+            if st is None:
+                st = keys[key] = PatternState(n_rules)
+            if st.times and st.times[0] <= wm - span:
+                self._trim(st, wm)
+            changed: list[list[tuple[str, ...]]] | None = None
+            if self._profiles:
+                profile = profiles.get(tx.user_id)
+                if profile is not None:
+                    changed = self._observe(st, tx, profile, t, wm)
+            mask = mask_of(TRANSACTION, tx, row)
+            counted, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
+            if t > st.last:
+                st.last = t
+                self._rebucket(part, key, st)
+            touched.add(key)
+            extra: list[int] = []
+            for r in feature_rules:
+                c = counted[r]
+                extra.append(1 if c else 0)
+                extra.append(c)
+            rows.append((*row, *extra))
+            for r in alert_rules:
+                found = completed[r] if changed is None else changed[r] + completed[r]
+                if found:
+                    matches.append(PatternMatch(self._rules[r].name, index, found[0], len(found)))
+        self._end_batch(part, max_time, wm, now_ms if transactions else None)
+        return PatternBatch(rows, matches)
+
+    def _observe(
+        self,
+        st: PatternState,
+        tx: Transaction,
+        profile: UserProfile,
+        t: int,
+        wm: int,
+    ) -> list[list[tuple[str, ...]]] | None:
+        """Feed a profile change when the card joins a newer profile than the last one it saw;
+        returns the matches it completed (None when there was no change to feed)."""
+        seen = st.profile
+        if seen is not None and profile.updated_at <= seen[0]:
+            return None
+        st.profile = (profile.updated_at, profile.home_lat, profile.home_lon)
+        if seen is None:
+            return None  # the first profile this card sees: nothing to compare with
+        at = min(profile.updated_at, t)
+        if at < wm:
+            return None  # older than the watermark, like a late event
+        change = ProfileChange(profile, seen[1], seen[2])
+        mask = self.rules.mask(PROFILE_CHANGE, change, None)
+        event_id = profile_change_id(tx.user_id, profile.updated_at)
+        return self._feed(st, at, PROFILE_CHANGE, mask, event_id)[1]
+
+    def _feed(
+        self, st: PatternState, t: int, kind: int, mask: int, event_id: str
+    ) -> tuple[list[int], list[list[tuple[str, ...]]]]:
+        """Add one event to the card; returns per rule the matches counted at it (ending in
+        ``(t - within, t]`` of its past) and the matches it completed."""
+        times, events = st.times, st.events
+        event = (t, kind, mask, event_id)
+        if len(times) >= self._cap:
+            del times[0]
+            del events[0]
+        if not times or t >= times[-1]:
+            times.append(t)
+            events.append(event)
+            completed = self._step(st.runs, st.done, event)
+            return [len(d) for d in st.done], completed
+        pos = bisect_right(times, t)
+        times.insert(pos, t)
+        events.insert(pos, event)
+        span = self._span
+        # The event's view: its past only, replayed in event-time order.
+        _, done, completed = self._replay(events[bisect_right(times, t - span) : pos + 1])
+        counts = [len(d) for d in done]
+        # The live runs: the whole buffer in event-time order, as if nothing had been late.
+        st.runs, st.done, _ = self._replay(events[bisect_right(times, times[-1] - span) :])
+        return counts, completed
+
+    def _step(
+        self, runs: list[list[Run]], done: list[list[int]], event: Event
+    ) -> list[list[tuple[str, ...]]]:
+        t, kind, mask, event_id = event
+        out: list[list[tuple[str, ...]]] = []
+        for r, (rule, first_kind, first_bit) in enumerate(self._starts):
+            live = runs[r]
+            times = done[r]
+            if live or (kind == first_kind and mask & first_bit):
+                completed: list[tuple[str, ...]] = []
+                runs[r] = advance(rule, live, t, kind, mask, event_id, completed)
+                if completed:
+                    times.extend([t] * len(completed))
+                out.append(completed)
+            else:
+                out.append(_NOTHING)
+            if times and times[0] <= t - rule.within:
+                del times[: bisect_right(times, t - rule.within)]
+        return out
+
+    def _replay(
+        self, events: Sequence[Event]
+    ) -> tuple[list[list[Run]], list[list[int]], list[list[tuple[str, ...]]]]:
+        n = len(self._rules)
+        runs: list[list[Run]] = [[] for _ in range(n)]
+        done: list[list[int]] = [[] for _ in range(n)]
+        completed: list[list[tuple[str, ...]]] = [[] for _ in range(n)]
+        for event in events:
+            completed = self._step(runs, done, event)
+        return runs, done, completed
+
+    # -- state hooks ------------------------------------------------------------------------
+
+    def _trim(self, st: PatternState, watermark: int) -> bool:
+        """Forget events no non-late event can need, runs that cannot end in time, old matches."""
+        if watermark == NO_TIME:
+            return False
+        times = st.times
+        k = bisect_right(times, watermark - self._span)
+        if k:
+            del times[:k]
+            del st.events[:k]
+        empty = not times and st.profile is None
+        for r, rule in enumerate(self._rules):
+            oldest = watermark - rule.within
+            runs = st.runs[r]
+            if runs:
+                st.runs[r] = runs = [run for run in runs if run[2] >= oldest]
+            done = st.done[r]
+            if done:
+                j = bisect_right(done, oldest)
+                if j:
+                    del done[:j]
+            if runs or done:
+                empty = False
+        return empty
+
+    def _encode(self, st: PatternState) -> bytes:
+        last = st.last
+        return encoder.encode(
+            PatternStateV1(
+                rules=self.rules.fingerprint,
+                last=last,
+                ages=[last - e[0] for e in st.events],
+                kinds=[e[1] for e in st.events],
+                masks=[e[2] for e in st.events],
+                ids=[e[3] for e in st.events],
+                runs=[
+                    (r, run[0], run[1], last - run[2], list(run[3]))
+                    for r, runs in enumerate(st.runs)
+                    for run in runs
+                ],
+                done=[[last - t for t in done] for done in st.done],
+                profile=st.profile,
+            )
+        )
+
+    def _decode(self, data: bytes) -> PatternState:
+        rec = pattern_state_decoder.decode(data)
+        n_rules = len(self._rules)
+        st = PatternState(n_rules)
+        st.last = last = rec.last
+        st.profile = rec.profile
+        if rec.rules != self.rules.fingerprint:
+            # Written under another rule set: its masks and runs mean nothing here. Keep the
+            # profile (rule-independent); matches start afresh.
+            self.reset_keys += 1
+            return st
+        n = len(rec.ages)
+        if not len(rec.kinds) == len(rec.masks) == len(rec.ids) == n:
+            raise ValueError("pattern state columns have different lengths")
+        if any(a < 0 for a in rec.ages) or any(rec.ages[i] < rec.ages[i + 1] for i in range(n - 1)):
+            raise ValueError("pattern state ages must be >= 0 and non-increasing")
+        if len(rec.done) != n_rules:
+            raise ValueError(f"pattern state has {len(rec.done)} rules, expected {n_rules}")
+        for age, kind, mask, event_id in zip(rec.ages, rec.kinds, rec.masks, rec.ids, strict=True):
+            st.times.append(last - age)
+            st.events.append((last - age, kind, mask, event_id))
+        for r, step, taken, age, ids in rec.runs:
+            if not 0 <= r < n_rules or not 0 <= step < len(self._rules[r].steps):
+                raise ValueError(f"pattern state run ({r}, {step}) is not in the rule set")
+            st.runs[r].append((step, taken, last - age, tuple(ids)))
+        st.done = [[last - age for age in ages] for ages in rec.done]
+        return st

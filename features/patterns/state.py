@@ -1,0 +1,40 @@
+"""The serialized pattern state of one card (msgpack via msgspec), and its changelog keys.
+
+Pattern state shares the fraud pipeline's changelog topic and transactions with the window
+state, under its own keys: ``PATTERN_KEY_PREFIX + card_id`` per card and ``PATTERN_META_KEY``
+for the partition's clock (no card id starts with NUL). To evolve the format add a ``...V2``
+with a new tag; never change a released struct.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PATTERN_KEY_PREFIX = "\x00pattern:"
+PATTERN_META_KEY = "\x00pattern-meta"
+
+
+class PatternStateV1(msgspec.Struct, array_like=True, tag="c1"):
+    """One card's pattern state. Times are ages relative to ``last`` (>= 0), except the
+    profile's ``updated_at``.
+
+    ``rules``: the rule set's fingerprint (masks and runs only mean something under it).
+    ``ages``/``kinds``/``masks``/``ids``: the buffered events, oldest first (kind 0 transaction,
+    1 profile change; mask: the predicates they satisfied). ``runs``: the partial matches,
+    ``(rule, step, taken, start age, event ids)``. ``done``: per rule, the ages of the matches
+    completed within its ``within``. ``profile``: the last profile the card joined,
+    ``(updated_at, home_lat, home_lon)``.
+    """
+
+    rules: str
+    last: int
+    ages: list[int]
+    kinds: list[int]
+    masks: list[int]
+    ids: list[str]
+    runs: list[tuple[int, int, int, int, list[str]]]
+    done: list[list[int]]
+    profile: tuple[int, float, float] | None
+
+
+pattern_state_decoder = msgspec.msgpack.Decoder(PatternStateV1)
