@@ -22,6 +22,7 @@ SCENARIOS: dict[str, str] = {
     "memory": "bench.scenarios.memory:MemoryScenario",
     "patterns": "bench.scenarios.patterns:PatternsScenario",
     "e2e": "bench.scenarios.e2e:E2EScenario",
+    "serving": "bench.scenarios.serving:ServingScenario",
 }
 
 
