@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import canonical_command, options_from_args, register
-from bench.options import QUICK, BenchOptions, parse_actors, parse_only, sizes_for
+from bench.options import QUICK, BenchOptions, parse_actors, parse_loads, parse_only, sizes_for
 from bench.scenarios import SCENARIOS
 from rtml.errors import ConfigError
 
@@ -97,6 +97,11 @@ def test_parse_helpers() -> None:
     assert parse_actors("2, 1,2") == (1, 2)
     with pytest.raises(ConfigError, match="at least one count"):
         parse_actors(" , ")
+    assert parse_loads("2000, 1000,2000") == (1000.0, 2000.0)
+    with pytest.raises(ConfigError, match="comma-separated numbers"):
+        parse_loads("1k")
+    with pytest.raises(ConfigError, match="between 1 and"):
+        parse_loads("0,100")
 
 
 def test_options_serialize_to_plain_json_types() -> None:
