@@ -198,7 +198,7 @@ async def _recsys_drain(ctx: BenchContext, round_: int) -> Sample:
 
     app = await bench_app(ctx)
     base, topic, ends = ctx.shared["recsys_workload"]
-    settings = app.configure(base)
+    settings = app.configure(base).model_copy(update={"rtml_recommend_on_activity": True})
     pipeline = RecsysFeaturesPipeline(settings)
     for name in (pipeline.changelog_topic, pipeline.slices_topic):
         if await describe_topics(settings, [name], internal=True):
