@@ -28,6 +28,7 @@ from bench.options import (
     with_overrides,
 )
 from bench.scenarios import SCENARIOS
+from rtml.arguments import non_negative_int, positive_float, positive_int
 from rtml.settings import Settings
 
 DEFAULT_OUT = Path("docs/benchmarks")
@@ -52,7 +53,7 @@ def register(subparsers: Any) -> None:
         metavar="NAMES",
         help=f"comma-separated scenarios (default: all of {', '.join(SCENARIOS)})",
     )
-    parser.add_argument("--repeats", type=_positive_int, help="rounds (quick 3, full 5)")
+    parser.add_argument("--repeats", type=positive_int, help="rounds (quick 3, full 5)")
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})"
     )
@@ -66,53 +67,27 @@ def register(subparsers: Any) -> None:
         "--state-dir", type=Path, help="the stack's state dir (default: a new temporary one)"
     )
     sizes = parser.add_argument_group("sizes (default: those of --quick or the full run)")
-    sizes.add_argument("--transactions", type=_positive_int, help="pre-produced transactions")
-    sizes.add_argument("--users", type=_positive_int, help="synthetic users for them")
+    sizes.add_argument("--transactions", type=positive_int, help="pre-produced transactions")
+    sizes.add_argument("--users", type=positive_int, help="synthetic users for them")
     sizes.add_argument("--actors", type=parse_actors, help="Ray actor counts, e.g. 1,2")
     sizes.add_argument(
         "--loads", type=parse_loads, help="end-to-end fixed rates in tx/s, e.g. 1000,2000,20000"
     )
     sizes.add_argument(
-        "--load-seconds", type=_positive_float, help="end-to-end: seconds at each fixed rate"
+        "--load-seconds", type=positive_float, help="end-to-end: seconds at each fixed rate"
     )
-    sizes.add_argument("--memory-seconds", type=_positive_float, help="live run length")
-    sizes.add_argument("--memory-rate", type=_positive_float, help="live records/s")
-    sizes.add_argument("--memory-users", type=_positive_int, help="live users (~1.35 cards each)")
+    sizes.add_argument("--memory-seconds", type=positive_float, help="live run length")
+    sizes.add_argument("--memory-rate", type=positive_float, help="live records/s")
+    sizes.add_argument("--memory-users", type=positive_int, help="live users (~1.35 cards each)")
     sizes.add_argument(
-        "--profile-records", type=_non_negative_int, help="records under cProfile (0: none)"
+        "--profile-records", type=non_negative_int, help="records under cProfile (0: none)"
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="generator seed")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="generator seed")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--kafka-port", type=_positive_int, default=KAFKA_PORT)
-    parser.add_argument("--controller-port", type=_positive_int, default=CONTROLLER_PORT)
-    parser.add_argument("--redis-port", type=_positive_int, default=REDIS_PORT)
+    parser.add_argument("--kafka-port", type=positive_int, default=KAFKA_PORT)
+    parser.add_argument("--controller-port", type=positive_int, default=CONTROLLER_PORT)
+    parser.add_argument("--redis-port", type=positive_int, default=REDIS_PORT)
     parser.set_defaults(run=bench_command)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    if text.strip() == "0":
-        return 0
-    return _positive_int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:

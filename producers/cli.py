@@ -11,13 +11,20 @@ Modules are imported in the handler so ``rtml --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from producers.config import GeneratorConfig  # light: no numpy
+from rtml.arguments import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    number,
+    positive_float,
+    positive_int,
+)
 from rtml.errors import ConfigError
 from rtml.settings import Settings
 
@@ -66,7 +73,7 @@ def register(subparsers: Any) -> None:
     live = parser.add_argument_group("live mode")
     live.add_argument(
         "--rate",
-        type=_positive_float,
+        type=positive_float,
         help=(
             f"records per second, all streams together (live default {DEFAULT_RATE:.0f}; "
             "a historical window goes as fast as possible unless given)"
@@ -74,15 +81,15 @@ def register(subparsers: Any) -> None:
     )
     live.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         metavar="SECONDS",
         help="stop after rate x SECONDS records",
     )
-    live.add_argument("--count", type=_positive_int, metavar="N", help="stop after N records")
+    live.add_argument("--count", type=positive_int, metavar="N", help="stop after N records")
     history = parser.add_argument_group("historical mode")
     history.add_argument(
         "--historical-days",
-        type=_positive_float,
+        type=positive_float,
         metavar="N",
         help="the N days before 2025-01-01T00:00Z",
     )
@@ -219,52 +226,6 @@ def _print_line(line: str) -> None:
 # Argument types: each says what it got and what it expected.
 
 
-def _number(text: str, kind: type) -> Any:
-    try:
-        value = kind(text)
-    except ValueError:
-        expected = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or a positive integer, got {text}")
-    return value
-
-
 def _datetime(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
@@ -288,7 +249,7 @@ def _weights(*names: str) -> Any:
                 )
             if name in weights:
                 raise argparse.ArgumentTypeError(f"{name} is given twice")
-            weight = _number(value.strip(), float)
+            weight = number(value.strip())
             if weight < 0:
                 raise argparse.ArgumentTypeError(
                     f"weight of {name} must be zero or more, got {value}"
@@ -307,18 +268,18 @@ _CONFIG_FLAGS: tuple[tuple[str, tuple[tuple[str, Any, str], ...]], ...] = (
     (
         "world",
         (
-            ("seed", _non_negative_int, "random seed"),
-            ("users", _positive_int, "users (each with one or two cards)"),
-            ("merchants", _positive_int, "merchants"),
-            ("items", _positive_int, "catalog items"),
-            ("txns_per_user_day", _non_negative_float, "legit transactions per user per day"),
-            ("sessions_per_user_day", _non_negative_float, "browsing sessions per user per day"),
+            ("seed", non_negative_int, "random seed"),
+            ("users", positive_int, "users (each with one or two cards)"),
+            ("merchants", positive_int, "merchants"),
+            ("items", positive_int, "catalog items"),
+            ("txns_per_user_day", non_negative_float, "legit transactions per user per day"),
+            ("sessions_per_user_day", non_negative_float, "browsing sessions per user per day"),
         ),
     ),
     (
         "fraud",
         (
-            ("fraud_rate", _fraction, "share of transactions that are fraud"),
+            ("fraud_rate", fraction, "share of transactions that are fraud"),
             (
                 "scenario_weights",
                 _weights("card_testing", "account_takeover", "merchant_spree"),
@@ -329,18 +290,18 @@ _CONFIG_FLAGS: tuple[tuple[str, tuple[tuple[str, Any, str], ...]], ...] = (
     (
         "profiles",
         (
-            ("profile_update_rate", _non_negative_float, "updates per user per day"),
-            ("profile_delete_rate", _non_negative_float, "deletions per user per day"),
+            ("profile_update_rate", non_negative_float, "updates per user per day"),
+            ("profile_delete_rate", non_negative_float, "deletions per user per day"),
         ),
     ),
     (
         "defects (fractions of all records)",
         (
-            ("out_of_order_fraction", _fraction, "records delayed up to --max-delay-ms"),
-            ("max_delay_ms", _positive_int, "out-of-order delay bound"),
-            ("late_fraction", _fraction, "records delayed beyond --allowed-lateness-ms"),
-            ("allowed_lateness_ms", _positive_int, "the consumers' allowed lateness"),
-            ("malformed_fraction", _fraction, "values broken to fail their contract"),
+            ("out_of_order_fraction", fraction, "records delayed up to --max-delay-ms"),
+            ("max_delay_ms", positive_int, "out-of-order delay bound"),
+            ("late_fraction", fraction, "records delayed beyond --allowed-lateness-ms"),
+            ("allowed_lateness_ms", positive_int, "the consumers' allowed lateness"),
+            ("malformed_fraction", fraction, "values broken to fail their contract"),
         ),
     ),
 )

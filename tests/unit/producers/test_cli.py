@@ -36,7 +36,7 @@ def _parse(*argv: str) -> argparse.Namespace:
         (["--malformed-fraction", "2"], "argument --malformed-fraction: must be a fraction"),
         (["--out-of-order-fraction", "x"], "argument --out-of-order-fraction: expected a number"),
         (["--count", "0"], "argument --count: must be a positive integer, got 0"),
-        (["--count", "1.5"], "argument --count: expected an integer, got '1.5'"),
+        (["--count", "1.5"], "argument --count: expected a whole number, got '1.5'"),
         (["--seed", "-1"], "argument --seed: must be zero or a positive integer"),
         (["--users", "0"], "argument --users: must be a positive integer"),
         (["--start", "yesterday"], "argument --start: expected an ISO 8601 date"),
