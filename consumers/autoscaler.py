@@ -226,6 +226,9 @@ class ConsumerAutoscaler:
         self._on_change = on_change
         self._clock = clock
         self.decisions: list[Decision] = []  # the changes made, oldest first
+        # A group that just started reads like one that just rebalanced: its actors restore
+        # state before they commit anything. The cooldowns apply from here.
+        self.policy.changed(clock())
 
     async def step(self) -> Decision:
         """Observe once and resize the group if the policy says so."""

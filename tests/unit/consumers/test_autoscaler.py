@@ -248,7 +248,7 @@ def test_observation_reads_lag_and_counters_from_a_snapshot() -> None:
 
 async def test_controller_scales_the_group_within_its_partitions() -> None:
     monitor, grp = FakeMonitor(), FakeGroup(1)
-    clock = iter([100.0])
+    clock = iter([0.0, 100.0])
     changes: list[Decision] = []
     scaler = ConsumerAutoscaler(
         grp,  # type: ignore[arg-type]
