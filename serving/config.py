@@ -48,6 +48,10 @@ AUTO_GPU_FRACTION = 0.125
 # marks the field deprecated (in favour of RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S
 # variables that nothing reads yet) but it is the knob that works; its default, 10 s, would
 # delay every upscale by up to 10 s. look_back_period_s must stay above it.
+# upscaling_factor > 1 overshoots a burst's step (the load keeps growing while new replicas
+# start); downscaling_factor < 1 gives back half the surplus per step, never all at once.
+# Consumer autoscaling (consumers/autoscaler.py) feeds this loop: each consumer actor keeps one
+# scoring call in flight, so more consumer actors under lag mean more ongoing requests here.
 DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
     FRAUD_SCORER: {
         # A consumer keeps one call in flight per poll batch; replicas coalesce what arrives.
@@ -60,6 +64,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
             "downscale_delay_s": 120.0,
             "look_back_period_s": 10.0,
             "metrics_interval_s": 2.0,
+            "upscaling_factor": 1.5,
+            "downscaling_factor": 0.5,
         },
         "graceful_shutdown_wait_loop_s": 1.0,
         "graceful_shutdown_timeout_s": 30.0,
@@ -76,6 +82,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
             "downscale_delay_s": 120.0,
             "look_back_period_s": 10.0,
             "metrics_interval_s": 2.0,
+            "upscaling_factor": 1.5,
+            "downscaling_factor": 0.5,
         },
         "graceful_shutdown_wait_loop_s": 1.0,
         "graceful_shutdown_timeout_s": 30.0,
@@ -92,6 +100,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
             "downscale_delay_s": 120.0,
             "look_back_period_s": 10.0,
             "metrics_interval_s": 2.0,
+            "upscaling_factor": 1.5,
+            "downscaling_factor": 0.5,
         },
         "graceful_shutdown_wait_loop_s": 1.0,
         "graceful_shutdown_timeout_s": 30.0,
@@ -167,6 +177,12 @@ class AppArgs(_Frozen):
     fraud: FraudScorerArgs = Field(default_factory=FraudScorerArgs)
     recommender: RecommenderArgs = Field(default_factory=RecommenderArgs)
     http: HttpArgs = Field(default_factory=HttpArgs)
+    # Placement: a custom resource the model nodes advertise (cluster.yaml's gpu_worker:
+    # ``resources: {model: 8}``, the KubeRay manifest's GPU group). Each model replica asks for
+    # ``model_resource_per_replica`` of it, so replicas land on those nodes and their count per
+    # node is bounded; requested only when the cluster has the resource (one machine: no).
+    model_resource: str | None = Field(default="model", min_length=1)
+    model_resource_per_replica: float = Field(default=1.0, gt=0)
     # Load tests only: extra milliseconds each forward pass takes (simulates a heavy model).
     simulated_latency_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
 
@@ -239,6 +255,19 @@ def resolve_num_gpus(args: AppArgs, requested: float | str, cluster_gpus: float)
             "device is cuda but the Ray cluster has no GPU resources (set device: auto or cpu)"
         )
     return gpus
+
+
+def model_actor_options(
+    args: AppArgs, model: ModelDeploymentArgs, cluster_resources: dict[str, float]
+) -> dict[str, Any]:
+    """Ray actor options of a model replica: its CPU and GPU share, and the model-node
+    resource where the cluster advertises it."""
+    gpus = resolve_num_gpus(args, model.num_gpus, cluster_resources.get("GPU", 0.0))
+    options: dict[str, Any] = {"num_cpus": model.num_cpus, "num_gpus": gpus}
+    resource = args.model_resource
+    if resource is not None and cluster_resources.get(resource, 0.0) > 0:
+        options["resources"] = {resource: args.model_resource_per_replica}
+    return options
 
 
 def deployment_options(name: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from serving.config import (
     INGRESS,
     RECOMMENDER,
     AppArgs,
+    model_actor_options,
     parse_args,
     parse_user_config,
     render,
@@ -58,6 +59,8 @@ def test_autoscaling_is_fast_up_slow_down(name: str) -> None:
     assert autoscaling.downscale_delay_s >= 60.0
     # Serve averages load over look_back_period_s; it must span more than one metrics push.
     assert autoscaling.look_back_period_s > autoscaling.metrics_interval_s
+    # Bursts: overshoot the step up, give back only part of the surplus per step down.
+    assert autoscaling.get_upscaling_factor() > 1 > autoscaling.get_downscaling_factor()
     assert options["max_ongoing_requests"] > autoscaling.target_ongoing_requests
 
 
@@ -133,6 +136,23 @@ def test_gpus_auto_takes_a_share_only_where_there_are_gpus() -> None:
     assert resolve_num_gpus(AppArgs(device="cpu"), "auto", cluster_gpus=4) == 0.0
     with pytest.raises(ServingConfigError, match="no GPU resources"):
         resolve_num_gpus(AppArgs(device="cuda"), "auto", cluster_gpus=0)
+
+
+def test_model_replicas_go_to_model_nodes_only_where_the_cluster_has_them() -> None:
+    args = AppArgs()
+    cluster = {"CPU": 40.0, "GPU": 2.0, "model": 16.0, "consumer": 32.0}
+    assert model_actor_options(args, args.fraud, cluster) == {
+        "num_cpus": 0.5,
+        "num_gpus": AUTO_GPU_FRACTION,
+        "resources": {"model": 1.0},
+    }
+    laptop = {"CPU": 8.0}
+    assert model_actor_options(args, args.recommender, laptop) == {"num_cpus": 0.5, "num_gpus": 0.0}
+    unplaced = AppArgs(model_resource=None, device="cpu")
+    assert model_actor_options(unplaced, unplaced.fraud, cluster) == {
+        "num_cpus": 0.5,
+        "num_gpus": 0.0,
+    }
 
 
 def test_user_config_names_a_model() -> None:
