@@ -47,7 +47,8 @@ def consumer_actor_options(
     has it, the spread strategy."""
     options: dict[str, Any] = {"num_cpus": placement.num_cpus}
     resource = placement.consumer_resource
-    if resource is not None and cluster_resources.get(resource, 0.0) > 0:
+    present = resource is not None and cluster_resources.get(resource, 0.0) > 0
+    if resource is not None and (present or placement.require_consumer_resource):
         options["resources"] = {resource: placement.num_cpus}
     if placement.spread:
         options["scheduling_strategy"] = "SPREAD"

@@ -135,7 +135,9 @@ class PlacementSettings(BaseModel):
     ``consumer_resource``: a custom resource that CPU worker nodes advertise (cluster.yaml:
     ``resources: {consumer: 16}``); each actor asks for ``num_cpus`` of it too, so consumers
     land on those nodes. Requested only when the cluster has it, so one machine without custom
-    resources still runs everything. ``spread``: Ray's SPREAD strategy, one actor per node
+    resources still runs everything; ``require_consumer_resource`` requests it regardless, for
+    an autoscaling cluster whose consumer nodes start on demand (the pending request is what
+    makes Ray's autoscaler add one). ``spread``: Ray's SPREAD strategy, one actor per node
     first (a lost node takes fewer partitions with it).
     """
 
@@ -143,7 +145,14 @@ class PlacementSettings(BaseModel):
 
     num_cpus: float = Field(default=0.25, gt=0)
     consumer_resource: str | None = Field(default="consumer", min_length=1)
+    require_consumer_resource: bool = False
     spread: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> PlacementSettings:
+        if self.require_consumer_resource and self.consumer_resource is None:
+            raise ValueError("require_consumer_resource needs a consumer_resource name")
+        return self
 
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]

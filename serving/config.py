@@ -180,9 +180,11 @@ class AppArgs(_Frozen):
     # Placement: a custom resource the model nodes advertise (cluster.yaml's gpu_worker:
     # ``resources: {model: 8}``, the KubeRay manifest's GPU group). Each model replica asks for
     # ``model_resource_per_replica`` of it, so replicas land on those nodes and their count per
-    # node is bounded; requested only when the cluster has the resource (one machine: no).
+    # node is bounded; requested only when the cluster has the resource (one machine: no), or
+    # always with model_resource_required (an autoscaling cluster starts model nodes on demand).
     model_resource: str | None = Field(default="model", min_length=1)
     model_resource_per_replica: float = Field(default=1.0, gt=0)
+    model_resource_required: bool = False
     # Load tests only: extra milliseconds each forward pass takes (simulates a heavy model).
     simulated_latency_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
 
@@ -192,6 +194,12 @@ class AppArgs(_Frozen):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> AppArgs:
+        if self.model_resource_required and self.model_resource is None:
+            raise ValueError("model_resource_required needs a model_resource name")
+        return self
 
     @model_validator(mode="after")
     def _check_device(self) -> AppArgs:
@@ -265,7 +273,8 @@ def model_actor_options(
     gpus = resolve_num_gpus(args, model.num_gpus, cluster_resources.get("GPU", 0.0))
     options: dict[str, Any] = {"num_cpus": model.num_cpus, "num_gpus": gpus}
     resource = args.model_resource
-    if resource is not None and cluster_resources.get(resource, 0.0) > 0:
+    present = resource is not None and cluster_resources.get(resource, 0.0) > 0
+    if resource is not None and (present or args.model_resource_required):
         options["resources"] = {resource: args.model_resource_per_replica}
     return options
 
@@ -324,14 +333,46 @@ HEADER = """\
 """
 
 
-def render(config: dict[str, Any] | None = None) -> str:
+# On a Ray cluster (cluster.yaml, deploy/kuberay/): the models on a path every node mounts,
+# replicas on the GPU nodes (a GPU share and the model-node resource, both requested even
+# before such a node exists, so that Ray's autoscaler starts one), HTTP on every interface.
+CLUSTER_MODELS_DIR = "/mnt/rtml/models"
+CLUSTER_APP_ARGS = AppArgs(
+    models_dir=Path(CLUSTER_MODELS_DIR),
+    fraud=FraudScorerArgs(num_cpus=1.0, num_gpus=AUTO_GPU_FRACTION),
+    recommender=RecommenderArgs(num_cpus=1.0, num_gpus=AUTO_GPU_FRACTION),
+    model_resource_required=True,
+)
+CLUSTER_HEADER = """\
+# The rtml Serve application on a Ray cluster with GPU model nodes (cluster.yaml,
+# deploy/kuberay/rayservice.yaml): models under /mnt/rtml/models on every node, FraudScorer and
+# Recommender replicas on nodes with the `model` resource and a GPU share, HTTP on 0.0.0.0.
+#
+# Generated from serving/config.py (CLUSTER_APP_ARGS); regenerate with
+#     python -m serving.config --cluster > deploy/serve_config.cluster.yaml
+# tests/unit/serving/test_config.py fails when this file and the code disagree.
+"""
+
+
+def cluster_serve_config() -> dict[str, Any]:
+    return serve_config(CLUSTER_APP_ARGS, host="0.0.0.0")
+
+
+def render(config: dict[str, Any] | None = None, *, header: str = HEADER) -> str:
     """The YAML text of ``config`` (default: ``serve_config()``), with the header."""
     body = yaml.safe_dump(config or serve_config(), sort_keys=False, width=100)
-    return HEADER + "\n" + body
+    return header + "\n" + body
 
 
-def main() -> int:
-    sys.stdout.write(render())
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--cluster"]:
+        sys.stdout.write(render(cluster_serve_config(), header=CLUSTER_HEADER))
+    elif not argv:
+        sys.stdout.write(render())
+    else:
+        sys.stderr.write("usage: python -m serving.config [--cluster]\n")
+        return 2
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 from consumers.actors import consumer_actor_options
 from consumers.pipelines import GROUP_IDS, factories, input_partitions, input_spec
 from rtml.settings import PlacementSettings, Settings
@@ -25,6 +27,16 @@ def test_consumer_resource_is_requested_only_where_nodes_advertise_it() -> None:
 def test_placement_can_be_turned_off() -> None:
     placement = PlacementSettings(consumer_resource=None, spread=False)
     assert consumer_actor_options(placement, {"consumer": 8.0}) == {"num_cpus": 0.25}
+
+
+def test_a_required_consumer_resource_is_requested_before_any_node_has_it() -> None:
+    placement = PlacementSettings(require_consumer_resource=True, spread=False)
+    assert consumer_actor_options(placement, {"CPU": 8.0}) == {
+        "num_cpus": 0.25,
+        "resources": {"consumer": 0.25},
+    }
+    with pytest.raises(ValueError, match="needs a consumer_resource"):
+        PlacementSettings(consumer_resource=None, require_consumer_resource=True)
 
 
 def test_group_ids_are_the_pipelines_defaults() -> None:

@@ -12,11 +12,13 @@ from ray.serve.config import AutoscalingConfig
 from models.errors import ArtifactError
 from serving.config import (
     AUTO_GPU_FRACTION,
+    CLUSTER_HEADER,
     DEPLOYMENT_OPTIONS,
     FRAUD_SCORER,
     INGRESS,
     RECOMMENDER,
     AppArgs,
+    cluster_serve_config,
     model_actor_options,
     parse_args,
     parse_user_config,
@@ -39,6 +41,24 @@ def test_committed_serve_config_is_what_the_code_generates() -> None:
         "serve_config.yaml is out of sync with serving/config.py; regenerate it with "
         "`python -m serving.config > serve_config.yaml`"
     )
+
+
+def test_committed_cluster_serve_config_is_what_the_code_generates() -> None:
+    committed = ROOT / "deploy" / "serve_config.cluster.yaml"
+    assert committed.read_text() == render(cluster_serve_config(), header=CLUSTER_HEADER), (
+        "deploy/serve_config.cluster.yaml is out of sync with serving/config.py; regenerate it "
+        "with `python -m serving.config --cluster > deploy/serve_config.cluster.yaml`"
+    )
+    schema = validate_config(yaml.safe_load(committed.read_text()))
+    (app,) = schema.applications
+    args = AppArgs.model_validate(app.args)
+    assert args.model_resource_required and args.fraud.num_gpus == AUTO_GPU_FRACTION
+    # Even before a GPU node exists: the request is what makes Ray's autoscaler start one.
+    assert model_actor_options(args, args.fraud, {"CPU": 8.0}) == {
+        "num_cpus": 1.0,
+        "num_gpus": AUTO_GPU_FRACTION,
+        "resources": {"model": 1.0},
+    }
 
 
 def test_committed_serve_config_is_a_valid_serve_config_for_the_builder() -> None:
@@ -114,6 +134,7 @@ def test_with_models_changes_only_user_config() -> None:
         ({"fraud": {"num_gpus": -1}}, "fraud.num_gpus"),
         ({"frued": {}}, "frued: Extra inputs are not permitted"),
         ({"http": {"max_body_bytes": 10}}, "http.max_body_bytes"),
+        ({"model_resource": None, "model_resource_required": True}, "needs a model_resource"),
     ],
 )
 def test_bad_args_name_the_field(args: dict[str, Any], match: str) -> None:
