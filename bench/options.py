@@ -37,6 +37,9 @@ class Sizes:
     memory_users: int
     profile_records: int  # records processed under cProfile (0: no profile)
     actors: tuple[int, ...] = (1, 2)
+    # The scaling curve (bench/scenarios/scaling.py): actors x input partitions.
+    scaling_actors: tuple[int, ...] = (1, 2, 4)
+    scaling_partitions: tuple[int, ...] = (4, 8)
 
 
 QUICK = Sizes(
@@ -94,6 +97,12 @@ class BenchOptions:
                 f"--actors must be between 1 and the {self.partitions} partitions, "
                 f"got {','.join(map(str, s.actors)) or 'none'}"
             )
+        if not s.scaling_actors or any(n < 1 for n in s.scaling_actors):
+            raise ConfigError(f"scaling actor counts must be >= 1, got {s.scaling_actors}")
+        if not s.scaling_partitions or any(not 1 <= p <= 1_000 for p in s.scaling_partitions):
+            raise ConfigError(
+                f"scaling partition counts must be between 1 and 1,000, got {s.scaling_partitions}"
+            )
         ports = {
             "--kafka-port": self.kafka_port,
             "--controller-port": self.controller_port,
@@ -125,6 +134,8 @@ class BenchOptions:
         data["out"] = str(self.out)
         data["state_dir"] = str(self.state_dir) if self.state_dir else None
         data["sizes"]["actors"] = list(self.sizes.actors)
+        data["sizes"]["scaling_actors"] = list(self.sizes.scaling_actors)
+        data["sizes"]["scaling_partitions"] = list(self.sizes.scaling_partitions)
         data["scenarios"] = list(self.scenarios)
         return data
 

@@ -2,7 +2,7 @@
 
 To add one: a module here with a ``bench.scenario.Scenario`` subclass, named in ``SCENARIOS``.
 Planned: the end-to-end fraud pipeline with the model, the recommendation pipeline with HTTP
-top-K latency, a naive per-event pipeline, a Quix Streams peer, a scaling curve.
+top-K latency, a naive per-event pipeline, a Quix Streams peer.
 
 The registry names classes by import path, so ``rtml --help`` and argument checks import no
 Kafka or Ray code.
@@ -20,6 +20,7 @@ SCENARIOS: dict[str, str] = {
     "ceiling": "bench.scenarios.ceiling:CeilingScenario",
     "features": "bench.scenarios.features:FeaturesScenario",
     "memory": "bench.scenarios.memory:MemoryScenario",
+    "scaling": "bench.scenarios.scaling:ScalingScenario",
 }
 
 
