@@ -265,3 +265,28 @@ async def test_controller_scales_the_group_within_its_partitions() -> None:
     decision = await scaler.step()
     assert decision.actors == 2 and grp.calls == [(2, 2)]
     assert changes == [decision] and scaler.decisions == [decision]
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def test_consume_and_demo_take_autoscale() -> None:
+    from rtml.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["consume", "--autoscale", "--actors", "2"]).autoscale
+    assert not parser.parse_args(["consume"]).autoscale
+    assert parser.parse_args(["demo", "--autoscale"]).autoscale
+
+
+def test_bad_autoscale_settings_are_one_line_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rtml.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RTML_AUTOSCALE__SCALE_DOWN_LAG", "50000")
+    assert main(["consume", "--autoscale"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("rtml: error: invalid settings: rtml_autoscale")
+    assert "hysteresis" in line
