@@ -4,6 +4,7 @@ custom resource, install rtml and launch the pipeline; their settings file loads
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ def test_head_start_commands_launch_the_pipeline(name: str) -> None:
     )
     script = ROOT / "scripts" / "cluster-start.sh"
     assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True)  # parses
     text = script.read_text()
     assert "serve --detach" in text and "consume --pipelines" in text and "--autoscale" in text
 
