@@ -124,9 +124,8 @@ class ConsumerGroup:
         if max_members is not None and n > max_members:
             raise ConfigError(f"{n} actors for {max_members} partitions: extra actors would idle")
         if len(self._members) < n and self._actor_options is None:
-            placement = consumer_actor_options(
-                self.settings.rtml_placement, ray.cluster_resources()
-            )
+            resources = ray.cluster_resources() if ray.is_initialized() else {}
+            placement = consumer_actor_options(self.settings.rtml_placement, resources)
             self._actor_options = placement | self._extra_actor_options
         while len(self._members) < n:
             assert self._actor_options is not None
