@@ -84,7 +84,8 @@ async def test_backlog_scales_up_quiet_scales_down_every_event_once(
             return group.size == 1
 
         await wait_until(back_to_one, 120, "the autoscaler to remove actors once drained")
-        # One actor carries on after the scale-down.
+        stop.set()
+        await scaler  # a new burst now would scale up again: the tail is for one actor
         await produce(producer, topics.transactions.name, records[20_000:])
         reference = await reference_rows(settings)
         feature_records = await read_committed(settings, topics.fraud_features.name, len(reference))
