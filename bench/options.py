@@ -39,6 +39,9 @@ class Sizes:
     actors: tuple[int, ...] = (1, 2)
     loads: tuple[float, ...] = (1_000.0, 2_000.0, 5_000.0, 20_000.0)  # e2e fixed rates, tx/s
     load_seconds: float = 15.0  # e2e: how long each fixed load runs
+    # The scaling curve (bench/scenarios/scaling.py): actors x input partitions.
+    scaling_actors: tuple[int, ...] = (1, 2, 4)
+    scaling_partitions: tuple[int, ...] = (4, 8)
 
 
 QUICK = Sizes(
@@ -100,6 +103,12 @@ class BenchOptions:
                 f"--actors must be between 1 and the {self.partitions} partitions, "
                 f"got {','.join(map(str, s.actors)) or 'none'}"
             )
+        if not s.scaling_actors or any(n < 1 for n in s.scaling_actors):
+            raise ConfigError(f"scaling actor counts must be >= 1, got {s.scaling_actors}")
+        if not s.scaling_partitions or any(not 1 <= p <= 1_000 for p in s.scaling_partitions):
+            raise ConfigError(
+                f"scaling partition counts must be between 1 and 1,000, got {s.scaling_partitions}"
+            )
         ports = {
             "--kafka-port": self.kafka_port,
             "--controller-port": self.controller_port,
@@ -132,6 +141,8 @@ class BenchOptions:
         data["state_dir"] = str(self.state_dir) if self.state_dir else None
         data["sizes"]["actors"] = list(self.sizes.actors)
         data["sizes"]["loads"] = list(self.sizes.loads)
+        data["sizes"]["scaling_actors"] = list(self.sizes.scaling_actors)
+        data["sizes"]["scaling_partitions"] = list(self.sizes.scaling_partitions)
         data["scenarios"] = list(self.scenarios)
         return data
 

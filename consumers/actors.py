@@ -6,6 +6,11 @@ rebalances partitions when actors come and go, and each partition's state follow
 its changelog. Actors restart after a crash (``max_restarts=-1``) and Ray retries the
 interrupted ``run`` call on the new instance (``max_task_retries=-1``), which restores the
 state and resumes at the last committed transaction.
+
+Placement (``settings.rtml_placement``): on a cluster whose CPU nodes advertise the custom
+resource ``consumer`` (cluster.yaml, the KubeRay manifest), each actor asks for a share of it,
+so consumers stay off the head and the GPU nodes; without that resource (one machine) the
+request is left out and the actors go wherever there is CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import ray
 
 from consumers.runner import ConsumerRunner, Pipeline
 from rtml.errors import ConfigError
-from rtml.settings import Settings
+from rtml.settings import PlacementSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,21 @@ def pipeline_factories() -> dict[str, PipelineFactory]:
     from consumers.pipelines import factories
 
     return factories()
+
+
+def consumer_actor_options(
+    placement: PlacementSettings, cluster_resources: dict[str, float]
+) -> dict[str, Any]:
+    """Ray actor options for a consumer: CPU share, the consumer resource where the cluster
+    has it, the spread strategy."""
+    options: dict[str, Any] = {"num_cpus": placement.num_cpus}
+    resource = placement.consumer_resource
+    present = resource is not None and cluster_resources.get(resource, 0.0) > 0
+    if resource is not None and (present or placement.require_consumer_resource):
+        options["resources"] = {resource: placement.num_cpus}
+    if placement.spread:
+        options["scheduling_strategy"] = "SPREAD"
+    return options
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0.25)
@@ -85,7 +105,8 @@ class ConsumerGroup:
         self.settings = settings
         self.pipeline = pipeline
         self._runner_options = runner_options or {}
-        self._actor_options = actor_options or {}
+        self._extra_actor_options = actor_options or {}
+        self._actor_options: dict[str, Any] | None = None  # resolved on the first scale
         self._members: list[tuple[Any, ray.ObjectRef]] = []
         self._next_member = 0
 
@@ -102,7 +123,12 @@ class ConsumerGroup:
             raise ConfigError(f"actor count must be >= 0, got {n}")
         if max_members is not None and n > max_members:
             raise ConfigError(f"{n} actors for {max_members} partitions: extra actors would idle")
+        if len(self._members) < n and self._actor_options is None:
+            resources = ray.cluster_resources() if ray.is_initialized() else {}
+            placement = consumer_actor_options(self.settings.rtml_placement, resources)
+            self._actor_options = placement | self._extra_actor_options
         while len(self._members) < n:
+            assert self._actor_options is not None
             actor = ConsumerActor.options(**self._actor_options).remote(
                 self.settings, self.pipeline, self._next_member, self._runner_options
             )

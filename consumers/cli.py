@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import threading
 import time
@@ -31,6 +32,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--actors", type=positive_int, default=1, help="actors per pipeline (<= its partitions)"
+    )
+    parser.add_argument(
+        "--autoscale",
+        action="store_true",
+        help=(
+            "resize each pipeline's actors from its Kafka lag, between "
+            "RTML_AUTOSCALE__MIN_ACTORS and RTML_AUTOSCALE__MAX_ACTORS (<= partitions); "
+            "--actors is the starting size"
+        ),
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between lines")
@@ -66,19 +76,62 @@ def consume_command(settings: Settings, args: argparse.Namespace) -> int:
         for group in groups:
             group.scale(args.actors, max_members=input_partitions(settings, group.pipeline))
         deadline = time.monotonic() + args.duration if args.duration else None
-        while not stop.wait(args.interval):
-            for group in groups:
-                print(format_group(group.pipeline, group.stats()), flush=True)
-                errors = group.failed()
-                if errors:
-                    raise RtmlError(f"{group.pipeline} actor failed: {errors[0]}")
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+        if args.autoscale:
+            asyncio.run(_autoscaled(settings, groups, stop, deadline, args.interval))
+        else:
+            while not stop.wait(args.interval):
+                _print_groups(groups)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
     finally:
         for group in groups:
             group.stop()
         shutdown_ray()
     return 0
+
+
+def _print_groups(groups: list[Any]) -> None:
+    for group in groups:
+        print(format_group(group.pipeline, group.stats()), flush=True)
+        errors = group.failed()
+        if errors:
+            raise RtmlError(f"{group.pipeline} actor failed: {errors[0]}")
+
+
+async def _autoscaled(
+    settings: Settings,
+    groups: list[Any],
+    stop: threading.Event,
+    deadline: float | None,
+    interval: float,
+) -> None:
+    """The autoscalers and the progress lines, until a signal or the deadline."""
+    from consumers.autoscaler import Decision, autoscale_groups
+
+    done = asyncio.Event()
+
+    def changed(pipeline: str, decision: Decision) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(
+            f"{stamp} {pipeline:<10} -> {decision.actors} actor(s): {decision.reason}", flush=True
+        )
+
+    async def watch() -> None:
+        try:
+            while not stop.is_set() and not done.is_set():
+                await asyncio.sleep(interval)
+                await asyncio.to_thread(_print_groups, groups)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            done.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await autoscale_groups(settings, groups, done, on_change=changed)
+    finally:
+        done.set()
+        await watcher  # re-raises a failed actor
 
 
 def format_group(pipeline: str, stats: list[dict[str, Any]]) -> str:

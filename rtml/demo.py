@@ -37,6 +37,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rate", type=_positive, default=2_000.0, help="records/s produced")
     parser.add_argument("--users", type=int, default=200_000, help="synthetic users")
     parser.add_argument("--actors", type=int, default=1, help="consumer actors per pipeline")
+    parser.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="resize each pipeline's actors from its lag (settings.rtml_autoscale)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument(
         "--no-models", action="store_true", help="features only: no training, Serve or scoring"
@@ -91,6 +96,7 @@ def say(message: str) -> None:
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.actors import ConsumerGroup
+    from consumers.autoscaler import autoscale_groups
     from consumers.pipelines import input_partitions
     from monitoring.cli import watch
     from producers.config import GeneratorConfig
@@ -103,6 +109,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         say("deploying the Serve app (FraudScorer, Recommender, HTTP on 127.0.0.1:8000)")
         await asyncio.to_thread(_deploy_serving, settings)
     groups = [ConsumerGroup(settings, name) for name in PIPELINES]
+    stop_scaling = asyncio.Event()
+    scaling: asyncio.Task[None] | None = None
     try:
         for group in groups:
             most = input_partitions(settings, group.pipeline)
@@ -111,17 +119,28 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         config = GeneratorConfig(seed=args.seed, users=args.users)
         say(f"producing {args.rate:,.0f} records/s for {args.duration:.0f}s")
         viewer = asyncio.create_task(watch(settings, 2.0, None))
+        if args.autoscale:
+            scaling = asyncio.create_task(
+                autoscale_groups(settings, groups, stop_scaling, on_change=_scaled)
+            )
         summary = await produce_live(settings, config, rate=args.rate, duration_s=args.duration)
         say(
             f"produced {summary.total:,} records at {summary.rate:,.0f}/s "
             f"({summary.failed} failed); waiting for the pipelines to drain"
         )
         await _drain(groups, timeout_s=60.0)
+        stop_scaling.set()
+        if scaling is not None:
+            await scaling
         viewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await viewer
         await asyncio.to_thread(_report, groups)
     finally:
+        stop_scaling.set()
+        if scaling is not None and not scaling.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await scaling
         say("stopping the pipelines (each actor commits its last batch)")
         for group in groups:
             await asyncio.to_thread(group.stop)
@@ -130,6 +149,10 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         await asyncio.to_thread(shutdown_ray)
     say("done; `rtml infra down` stops Kafka and Redis")
     return 0
+
+
+def _scaled(pipeline: str, decision: Any) -> None:
+    say(f"autoscaler: {pipeline} -> {decision.actors} actor(s): {decision.reason}")
 
 
 def _deploy_serving(settings: Settings) -> None:

@@ -88,6 +88,74 @@ class Topics(BaseModel):
         return [getattr(self, name) for name in type(self).model_fields]
 
 
+class AutoscaleSettings(BaseModel):
+    """The consumer autoscaler (``consumers/autoscaler.py``): bounds, lag thresholds, timing.
+
+    Scale up when the lag is above ``scale_up_lag`` and would take longer than
+    ``target_drain_s`` to drain at the current rates; scale down (one actor at a time) only
+    after the lag stayed under ``scale_down_lag`` for a whole window and the remaining actors
+    could carry the input rate at ``downscale_utilization`` of their measured capacity. The two
+    thresholds are the hysteresis; the cooldowns let a rebalance (state restore) settle before
+    its dip in throughput is read as a trend.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_actors: int = Field(default=1, ge=1)
+    # None: the input topic's partition count (an actor beyond it would idle).
+    max_actors: int | None = Field(default=None, ge=1)
+    interval_s: float = Field(default=5.0, gt=0)
+    # Rates and the lag trend are measured over this much history.
+    window_s: float = Field(default=30.0, gt=0)
+    scale_up_lag: int = Field(default=20_000, ge=1)
+    scale_down_lag: int = Field(default=1_000, ge=0)
+    target_drain_s: float = Field(default=60.0, gt=0)
+    upscale_cooldown_s: float = Field(default=30.0, ge=0)
+    downscale_cooldown_s: float = Field(default=120.0, ge=0)
+    downscale_utilization: float = Field(default=0.6, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscaleSettings:
+        if self.max_actors is not None and self.max_actors < self.min_actors:
+            raise ValueError(f"max_actors ({self.max_actors}) < min_actors ({self.min_actors})")
+        if self.scale_down_lag >= self.scale_up_lag:
+            raise ValueError(
+                f"scale_down_lag ({self.scale_down_lag}) must be below scale_up_lag "
+                f"({self.scale_up_lag}): the gap is the hysteresis"
+            )
+        if self.window_s < 2 * self.interval_s:
+            raise ValueError(
+                f"window_s ({self.window_s}) must span at least two intervals ({self.interval_s})"
+            )
+        return self
+
+
+class PlacementSettings(BaseModel):
+    """Where consumer actors run on a Ray cluster.
+
+    ``consumer_resource``: a custom resource that CPU worker nodes advertise (cluster.yaml:
+    ``resources: {consumer: 16}``); each actor asks for ``num_cpus`` of it too, so consumers
+    land on those nodes. Requested only when the cluster has it, so one machine without custom
+    resources still runs everything; ``require_consumer_resource`` requests it regardless, for
+    an autoscaling cluster whose consumer nodes start on demand (the pending request is what
+    makes Ray's autoscaler add one). ``spread``: Ray's SPREAD strategy, one actor per node
+    first (a lost node takes fewer partitions with it).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_cpus: float = Field(default=0.25, gt=0)
+    consumer_resource: str | None = Field(default="consumer", min_length=1)
+    require_consumer_resource: bool = False
+    spread: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> PlacementSettings:
+        if self.require_consumer_resource and self.consumer_resource is None:
+            raise ValueError("require_consumer_resource needs a consumer_resource name")
+        return self
+
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -162,6 +230,9 @@ class Settings(BaseSettings):
     rtml_recommend_k: int = Field(default=20, ge=1, le=1000)
     rtml_recommend_interval_s: float = Field(default=5.0, ge=0.0)
     rtml_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Scale-out: the consumer autoscaler and where consumer actors run.
+    rtml_autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    rtml_placement: PlacementSettings = Field(default_factory=PlacementSettings)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -48,6 +48,10 @@ AUTO_GPU_FRACTION = 0.125
 # marks the field deprecated (in favour of RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S
 # variables that nothing reads yet) but it is the knob that works; its default, 10 s, would
 # delay every upscale by up to 10 s. look_back_period_s must stay above it.
+# upscaling_factor > 1 overshoots a burst's step (the load keeps growing while new replicas
+# start); downscaling_factor < 1 gives back half the surplus per step, never all at once.
+# Consumer autoscaling (consumers/autoscaler.py) feeds this loop: each consumer actor keeps one
+# scoring call in flight, so more consumer actors under lag mean more ongoing requests here.
 DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
     FRAUD_SCORER: {
         # A consumer keeps one call in flight per poll batch; replicas coalesce what arrives.
@@ -60,6 +64,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
             "downscale_delay_s": 120.0,
             "look_back_period_s": 10.0,
             "metrics_interval_s": 2.0,
+            "upscaling_factor": 1.5,
+            "downscaling_factor": 0.5,
         },
         "graceful_shutdown_wait_loop_s": 1.0,
         "graceful_shutdown_timeout_s": 30.0,
@@ -76,6 +82,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
             "downscale_delay_s": 120.0,
             "look_back_period_s": 10.0,
             "metrics_interval_s": 2.0,
+            "upscaling_factor": 1.5,
+            "downscaling_factor": 0.5,
         },
         "graceful_shutdown_wait_loop_s": 1.0,
         "graceful_shutdown_timeout_s": 30.0,
@@ -92,6 +100,8 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
             "downscale_delay_s": 120.0,
             "look_back_period_s": 10.0,
             "metrics_interval_s": 2.0,
+            "upscaling_factor": 1.5,
+            "downscaling_factor": 0.5,
         },
         "graceful_shutdown_wait_loop_s": 1.0,
         "graceful_shutdown_timeout_s": 30.0,
@@ -167,6 +177,14 @@ class AppArgs(_Frozen):
     fraud: FraudScorerArgs = Field(default_factory=FraudScorerArgs)
     recommender: RecommenderArgs = Field(default_factory=RecommenderArgs)
     http: HttpArgs = Field(default_factory=HttpArgs)
+    # Placement: a custom resource the model nodes advertise (cluster.yaml's gpu_worker:
+    # ``resources: {model: 8}``, the KubeRay manifest's GPU group). Each model replica asks for
+    # ``model_resource_per_replica`` of it, so replicas land on those nodes and their count per
+    # node is bounded; requested only when the cluster has the resource (one machine: no), or
+    # always with model_resource_required (an autoscaling cluster starts model nodes on demand).
+    model_resource: str | None = Field(default="model", min_length=1)
+    model_resource_per_replica: float = Field(default=1.0, gt=0)
+    model_resource_required: bool = False
     # Load tests only: extra milliseconds each forward pass takes (simulates a heavy model).
     simulated_latency_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
 
@@ -176,6 +194,12 @@ class AppArgs(_Frozen):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
         return value
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> AppArgs:
+        if self.model_resource_required and self.model_resource is None:
+            raise ValueError("model_resource_required needs a model_resource name")
+        return self
 
     @model_validator(mode="after")
     def _check_device(self) -> AppArgs:
@@ -241,6 +265,20 @@ def resolve_num_gpus(args: AppArgs, requested: float | str, cluster_gpus: float)
     return gpus
 
 
+def model_actor_options(
+    args: AppArgs, model: ModelDeploymentArgs, cluster_resources: dict[str, float]
+) -> dict[str, Any]:
+    """Ray actor options of a model replica: its CPU and GPU share, and the model-node
+    resource where the cluster advertises it."""
+    gpus = resolve_num_gpus(args, model.num_gpus, cluster_resources.get("GPU", 0.0))
+    options: dict[str, Any] = {"num_cpus": model.num_cpus, "num_gpus": gpus}
+    resource = args.model_resource
+    present = resource is not None and cluster_resources.get(resource, 0.0) > 0
+    if resource is not None and (present or args.model_resource_required):
+        options["resources"] = {resource: args.model_resource_per_replica}
+    return options
+
+
 def deployment_options(name: str) -> dict[str, Any]:
     """A copy of ``DEPLOYMENT_OPTIONS[name]`` (the decorator defaults of that deployment)."""
     return copy.deepcopy(DEPLOYMENT_OPTIONS[name])
@@ -295,14 +333,46 @@ HEADER = """\
 """
 
 
-def render(config: dict[str, Any] | None = None) -> str:
+# On a Ray cluster (cluster.yaml, deploy/kuberay/): the models on a path every node mounts,
+# replicas on the GPU nodes (a GPU share and the model-node resource, both requested even
+# before such a node exists, so that Ray's autoscaler starts one), HTTP on every interface.
+CLUSTER_MODELS_DIR = "/mnt/rtml/models"
+CLUSTER_APP_ARGS = AppArgs(
+    models_dir=Path(CLUSTER_MODELS_DIR),
+    fraud=FraudScorerArgs(num_cpus=1.0, num_gpus=AUTO_GPU_FRACTION),
+    recommender=RecommenderArgs(num_cpus=1.0, num_gpus=AUTO_GPU_FRACTION),
+    model_resource_required=True,
+)
+CLUSTER_HEADER = """\
+# The rtml Serve application on a Ray cluster with GPU model nodes (cluster.yaml,
+# deploy/kuberay/rayservice.yaml): models under /mnt/rtml/models on every node, FraudScorer and
+# Recommender replicas on nodes with the `model` resource and a GPU share, HTTP on 0.0.0.0.
+#
+# Generated from serving/config.py (CLUSTER_APP_ARGS); regenerate with
+#     python -m serving.config --cluster > deploy/serve_config.cluster.yaml
+# tests/unit/serving/test_config.py fails when this file and the code disagree.
+"""
+
+
+def cluster_serve_config() -> dict[str, Any]:
+    return serve_config(CLUSTER_APP_ARGS, host="0.0.0.0")
+
+
+def render(config: dict[str, Any] | None = None, *, header: str = HEADER) -> str:
     """The YAML text of ``config`` (default: ``serve_config()``), with the header."""
     body = yaml.safe_dump(config or serve_config(), sort_keys=False, width=100)
-    return HEADER + "\n" + body
+    return header + "\n" + body
 
 
-def main() -> int:
-    sys.stdout.write(render())
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--cluster"]:
+        sys.stdout.write(render(cluster_serve_config(), header=CLUSTER_HEADER))
+    elif not argv:
+        sys.stdout.write(render())
+    else:
+        sys.stderr.write("usage: python -m serving.config [--cluster]\n")
+        return 2
     return 0
 
 

@@ -26,6 +26,7 @@ import os
 import pstats
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class FeaturesScenario(Scenario):
                     f"ray-{n}",
                     f"fraud features, {n} Ray actor{'s' if n > 1 else ''} (ConsumerGroup)",
                     "events/s",
-                    _ray_case(n),
+                    ray_case(n),
                     BASELINES,
                 )
             )
@@ -261,12 +262,21 @@ async def _inproc_case(ctx: BenchContext, round_: int) -> Sample:
     return Sample(round_, timing.rate, details)
 
 
-def _ray_case(actors: int):
+def ray_case(
+    actors: int,
+    *,
+    case: str | None = None,
+    workload_of: Callable[[BenchContext], Awaitable[TransactionsWorkload]] | None = None,
+):
+    """A case running the stage on ``actors`` Ray actors over ``workload_of(ctx)`` (default:
+    the shared transactions, ``stage_workload``)."""
+    case = case or f"features/ray-{actors}"
+    get_workload = workload_of or stage_workload
+
     async def run(ctx: BenchContext, round_: int) -> Sample:
         from consumers.actors import ConsumerGroup
 
-        case = f"features/ray-{actors}"
-        workload = await stage_workload(ctx)
+        workload = await get_workload(ctx)
         await reset_state(workload, flush=ctx.stack.owns_services)
         group = ConsumerGroup(workload.settings, "fraud")
         meters: list[CpuMeter] = []

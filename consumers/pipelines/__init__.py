@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from consumers.runner import Pipeline
-    from rtml.settings import Settings
+    from rtml.settings import Settings, TopicSpec
 
 
 def factories() -> dict[str, Callable[[Settings], Pipeline]]:
@@ -22,12 +22,24 @@ def factories() -> dict[str, Callable[[Settings], Pipeline]]:
     }
 
 
-def input_partitions(settings: Settings, pipeline: str) -> int:
-    """Partitions of a pipeline's input topic: the most actors that can do work."""
+# The consumer group of each pipeline (the ``group_id`` default of its class).
+GROUP_IDS = {
+    "profiles": "rtml-profiles",
+    "fraud": "rtml-fraud-features",
+    "recsys": "rtml-recsys-features",
+}
+
+
+def input_spec(settings: Settings, pipeline: str) -> TopicSpec:
+    """A pipeline's input topic."""
     topics = settings.rtml_topics
-    spec = {
+    return {
         "profiles": topics.user_profiles,
         "fraud": topics.transactions,
         "recsys": topics.user_events,
     }[pipeline]
-    return spec.partitions
+
+
+def input_partitions(settings: Settings, pipeline: str) -> int:
+    """Partitions of a pipeline's input topic: the most actors that can do work."""
+    return input_spec(settings, pipeline).partitions

@@ -12,11 +12,14 @@ from ray.serve.config import AutoscalingConfig
 from models.errors import ArtifactError
 from serving.config import (
     AUTO_GPU_FRACTION,
+    CLUSTER_HEADER,
     DEPLOYMENT_OPTIONS,
     FRAUD_SCORER,
     INGRESS,
     RECOMMENDER,
     AppArgs,
+    cluster_serve_config,
+    model_actor_options,
     parse_args,
     parse_user_config,
     render,
@@ -40,6 +43,24 @@ def test_committed_serve_config_is_what_the_code_generates() -> None:
     )
 
 
+def test_committed_cluster_serve_config_is_what_the_code_generates() -> None:
+    committed = ROOT / "deploy" / "serve_config.cluster.yaml"
+    assert committed.read_text() == render(cluster_serve_config(), header=CLUSTER_HEADER), (
+        "deploy/serve_config.cluster.yaml is out of sync with serving/config.py; regenerate it "
+        "with `python -m serving.config --cluster > deploy/serve_config.cluster.yaml`"
+    )
+    schema = validate_config(yaml.safe_load(committed.read_text()))
+    (app,) = schema.applications
+    args = AppArgs.model_validate(app.args)
+    assert args.model_resource_required and args.fraud.num_gpus == AUTO_GPU_FRACTION
+    # Even before a GPU node exists: the request is what makes Ray's autoscaler start one.
+    assert model_actor_options(args, args.fraud, {"CPU": 8.0}) == {
+        "num_cpus": 1.0,
+        "num_gpus": AUTO_GPU_FRACTION,
+        "resources": {"model": 1.0},
+    }
+
+
 def test_committed_serve_config_is_a_valid_serve_config_for_the_builder() -> None:
     config = yaml.safe_load(COMMITTED.read_text())
     schema = validate_config(config)
@@ -58,6 +79,8 @@ def test_autoscaling_is_fast_up_slow_down(name: str) -> None:
     assert autoscaling.downscale_delay_s >= 60.0
     # Serve averages load over look_back_period_s; it must span more than one metrics push.
     assert autoscaling.look_back_period_s > autoscaling.metrics_interval_s
+    # Bursts: overshoot the step up, give back only part of the surplus per step down.
+    assert autoscaling.get_upscaling_factor() > 1 > autoscaling.get_downscaling_factor()
     assert options["max_ongoing_requests"] > autoscaling.target_ongoing_requests
 
 
@@ -111,6 +134,7 @@ def test_with_models_changes_only_user_config() -> None:
         ({"fraud": {"num_gpus": -1}}, "fraud.num_gpus"),
         ({"frued": {}}, "frued: Extra inputs are not permitted"),
         ({"http": {"max_body_bytes": 10}}, "http.max_body_bytes"),
+        ({"model_resource": None, "model_resource_required": True}, "needs a model_resource"),
     ],
 )
 def test_bad_args_name_the_field(args: dict[str, Any], match: str) -> None:
@@ -133,6 +157,23 @@ def test_gpus_auto_takes_a_share_only_where_there_are_gpus() -> None:
     assert resolve_num_gpus(AppArgs(device="cpu"), "auto", cluster_gpus=4) == 0.0
     with pytest.raises(ServingConfigError, match="no GPU resources"):
         resolve_num_gpus(AppArgs(device="cuda"), "auto", cluster_gpus=0)
+
+
+def test_model_replicas_go_to_model_nodes_only_where_the_cluster_has_them() -> None:
+    args = AppArgs()
+    cluster = {"CPU": 40.0, "GPU": 2.0, "model": 16.0, "consumer": 32.0}
+    assert model_actor_options(args, args.fraud, cluster) == {
+        "num_cpus": 0.5,
+        "num_gpus": AUTO_GPU_FRACTION,
+        "resources": {"model": 1.0},
+    }
+    laptop = {"CPU": 8.0}
+    assert model_actor_options(args, args.recommender, laptop) == {"num_cpus": 0.5, "num_gpus": 0.0}
+    unplaced = AppArgs(model_resource=None, device="cpu")
+    assert model_actor_options(unplaced, unplaced.fraud, cluster) == {
+        "num_cpus": 0.5,
+        "num_gpus": 0.0,
+    }
 
 
 def test_user_config_names_a_model() -> None:
