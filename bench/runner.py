@@ -44,6 +44,15 @@ async def run_scenarios(ctx: BenchContext, scenarios: Sequence[Scenario]) -> lis
     Returns one line per failed case or one-shot part (empty: everything was measured).
     """
     failures: list[str] = []
+    try:
+        await _run(ctx, scenarios, failures)
+    finally:
+        await _close(ctx, failures)
+    ctx.results.notes += [f"FAILED: {line}" for line in failures]
+    return failures
+
+
+async def _run(ctx: BenchContext, scenarios: Sequence[Scenario], failures: list[str]) -> None:
     errors = _errors()
     for scenario in scenarios:
         ctx.say(f"preparing {scenario.name}: {scenario.summary}")
@@ -81,8 +90,18 @@ async def run_scenarios(ctx: BenchContext, scenarios: Sequence[Scenario]) -> lis
             ctx.say(f"{scenario.name}: FAILED: {exc}")
     for scenario in scenarios:
         ctx.results.checks += scenario.checks(ctx)
-    ctx.results.notes += [f"FAILED: {line}" for line in failures]
-    return failures
+
+
+async def _close(ctx: BenchContext, failures: list[str]) -> None:
+    """What the scenarios registered with ``ctx.on_close``, last first; a failure is noted."""
+    errors = _errors()
+    while ctx.closers:
+        close = ctx.closers.pop()
+        try:
+            await close()
+        except errors as exc:
+            failures.append(f"closing: {exc}")
+            ctx.say(f"closing: FAILED: {exc}")
 
 
 def describe_sample(case: Case, sample: Sample) -> str:

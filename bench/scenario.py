@@ -72,6 +72,7 @@ class BenchContext:
     say: Say
     prefix: str = ""  # before every topic name the scenarios create (tests: a unique one)
     shared: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -105,6 +106,11 @@ class BenchContext:
                 "seed": self.options.seed,
             }
         return workload
+
+    def on_close(self, close: Callable[[], Awaitable[object]]) -> None:
+        """Call ``close`` when the run ends (the last registered first): for what scenarios
+        share beyond one case, e.g. the Serve app of ``bench.serving``."""
+        self.closers.append(close)
 
     def artifact(self, suffix: str) -> Path:
         """A file next to the results (``<stem>-<suffix>``), listed in them."""
