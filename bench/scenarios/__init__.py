@@ -20,6 +20,7 @@ SCENARIOS: dict[str, str] = {
     "ceiling": "bench.scenarios.ceiling:CeilingScenario",
     "features": "bench.scenarios.features:FeaturesScenario",
     "memory": "bench.scenarios.memory:MemoryScenario",
+    "naive": "bench.scenarios.naive:NaiveScenario",
 }
 
 
