@@ -21,6 +21,7 @@ SCENARIOS: dict[str, str] = {
     "features": "bench.scenarios.features:FeaturesScenario",
     "memory": "bench.scenarios.memory:MemoryScenario",
     "naive": "bench.scenarios.naive:NaiveScenario",
+    "peers": "bench.scenarios.peers:PeersScenario",
 }
 
 
