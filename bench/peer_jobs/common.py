@@ -23,7 +23,7 @@ from bench.reference_features import CardState, update
 try:  # the peers' environment has orjson (Quix Streams depends on it); stdlib json otherwise
     import orjson
 
-    def loads(data: bytes) -> Any:
+    def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
 
     def dumps(value: Any) -> bytes:
@@ -32,7 +32,7 @@ try:  # the peers' environment has orjson (Quix Streams depends on it); stdlib j
 except ImportError:  # pragma: no cover - depends on the environment
     import json
 
-    def loads(data: bytes) -> Any:
+    def loads(data: bytes | str) -> Any:
         return json.loads(data)
 
     def dumps(value: Any) -> bytes:
@@ -78,8 +78,12 @@ def check(value: bytes | None) -> dict[str, Any] | str:
     """The transaction, or why it is invalid."""
     if value is None:
         return "null value"
+    try:  # strict UTF-8 first: stdlib json would let encoded surrogates through
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8: {exc}"
     try:
-        tx = loads(value)
+        tx = loads(text)
     except ValueError as exc:  # orjson.JSONDecodeError and json's are ValueErrors
         return f"malformed JSON: {exc}"
     if not isinstance(tx, dict):

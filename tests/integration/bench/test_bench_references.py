@@ -13,23 +13,28 @@ import msgspec
 
 from bench.environment import BenchStack
 from bench.options import QUICK, BenchOptions
+from bench.peer_jobs.common import check, features, loads
+from bench.reference_features import new_state
 from bench.results import BenchResults
 from bench.runner import run_scenarios
 from bench.scenario import BenchContext
 from bench.scenarios.naive import NaiveScenario
+from bench.scenarios.peers import PEERS, PeersScenario
 from contracts.events import FraudScore
 from infra.topics import delete_topics, describe_topics
 from infra.topics import read_topic as read_topic_records
 from rtml.settings import Settings
 
-TRANSACTIONS = 3_000
 
-
-def _context(settings: Settings, tmp_path: Path, scenarios: tuple[str, ...]) -> BenchContext:
+def _context(
+    settings: Settings, tmp_path: Path, scenarios: tuple[str, ...], transactions: int
+) -> BenchContext:
     options = BenchOptions(
         mode="quick",
         scenarios=scenarios,
-        sizes=replace(QUICK, repeats=1, transactions=TRANSACTIONS, users=2_000, actors=(1,)),
+        sizes=replace(
+            QUICK, repeats=1, transactions=transactions, users=transactions // 2, actors=(1,)
+        ),
         out=tmp_path,
         name="smoke",
     )
@@ -48,7 +53,7 @@ async def _drop_topics(settings: Settings, prefix: str) -> None:
 async def test_naive_pipeline_scores_events_one_by_one(
     stack_settings: Settings, ray_session: None, tmp_path: Path
 ) -> None:
-    ctx = _context(stack_settings, tmp_path, ("naive",))
+    ctx = _context(stack_settings, tmp_path, ("naive",), 3_000)
     try:
         async with asyncio.timeout(240):
             failures = await run_scenarios(ctx, [NaiveScenario(seconds=2.0)])
@@ -73,3 +78,47 @@ async def test_naive_pipeline_scores_events_one_by_one(
     [check] = ctx.results.checks
     assert check.met is None and "no e2e/" in check.value
     assert "serve_app" in ctx.shared and not ctx.closers  # the app was deleted at the end
+
+
+async def test_peers_compute_the_reference_features_or_say_why_not(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """Where the peers' environment is there (.venv-peers or the peers extra), every peer runs
+    and its outputs are the reference features of its inputs; where it is not, each peer is
+    skipped with the reason and nothing fails."""
+    ctx = _context(stack_settings, tmp_path, ("peers",), 20_000)
+    scenario = PeersScenario(max_events=10_000, max_seconds=8.0)
+    outputs = {}
+    try:
+        async with asyncio.timeout(400):
+            failures = await run_scenarios(ctx, [scenario])
+        workload = await ctx.transactions()
+        inputs = await read_topic_records(stack_settings, workload.topic, timeout_s=30.0)
+        for peer in scenario.available:
+            topic = f"{ctx.prefix}peers.{peer.name}.features"
+            outputs[peer.name] = await read_topic_records(stack_settings, topic, timeout_s=30.0)
+    finally:
+        await _drop_topics(stack_settings, ctx.prefix)
+
+    assert failures == [], failures
+    assert {p.name for p in scenario.available} | set(scenario.skipped) == {p.name for p in PEERS}
+    for name, reason in scenario.skipped.items():
+        assert f"peers/{name}: skipped: {reason}" in ctx.results.notes
+    measured = {m.name: m for m in ctx.results.measurements if m.samples}
+    assert set(measured) == {p.name for p in scenario.available}
+    for m in measured.values():
+        assert m.samples[0].value > 0 and m.samples[0].details["events"] > 0
+
+    # The reference features of every input, per partition in offset order (cards are keys).
+    expected = {}
+    states: dict[str, dict] = {}
+    for record in inputs:
+        tx = check(record.value)
+        if isinstance(tx, dict):
+            row = features(states.setdefault(tx["card_id"], new_state()), tx)
+            expected[tx["event_id"]] = row["features"]
+    for name, records in outputs.items():
+        assert len(records) >= measured[name].samples[0].details["events"] * 0.5, name
+        for record in records:
+            out = loads(record.value)
+            assert out["features"] == expected[out["event_id"]], (name, out)
