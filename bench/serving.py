@@ -85,7 +85,8 @@ class BenchApp:
 
 
 async def bench_app(ctx: BenchContext, *, replicas: int = 1) -> BenchApp:
-    """The run's Serve app: deployed on the first call (Ray must be up: ``needs_ray``)."""
+    """The run's Serve app: deployed on the first call (Ray must be up: ``needs_ray``); later
+    calls return the same app whatever ``replicas`` they pass."""
     app = ctx.shared.get(SHARED_KEY)
     if app is None:
         ctx.say(f"deploying the rtml Serve app (synthetic models, {replicas} replica each)")

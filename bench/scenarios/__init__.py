@@ -2,7 +2,7 @@
 
 To add one: a module here with a ``bench.scenario.Scenario`` subclass, named in ``SCENARIOS``.
 Planned: the end-to-end fraud pipeline with the model, the recommendation pipeline with HTTP
-top-K latency, a naive per-event pipeline, a Quix Streams peer, a scaling curve.
+top-K latency, a scaling curve.
 
 The registry names classes by import path, so ``rtml --help`` and argument checks import no
 Kafka or Ray code.
