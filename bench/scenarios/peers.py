@@ -25,8 +25,8 @@ per-event get/set; Bytewax: in memory, no recovery configured; Faust: in-memory 
 changelog topic).
 
 A round starts the peer on the topic from the beginning (a new group, empty state) and ends
-after ``max_events`` records (quick 100,000; full: the whole topic) or ``max_seconds`` after its
-first output (quick 20 s, full 60 s), whichever comes first; the slowest peers are bounded by
+after ``max_events`` records (quick 60,000; full: the whole topic) or ``max_seconds`` after its
+first output (quick 10 s, full 60 s), whichever comes first; the slowest peers are bounded by
 time. The rate is the outputs in that window over its length: nothing is extrapolated.
 """
 
@@ -56,8 +56,8 @@ from rtml.settings import TopicSpec
 REPO = Path(__file__).resolve().parents[2]
 PEERS_VENV = REPO / ".venv-peers"
 # A round ends after this many records, or this many seconds after the first output.
-MAX_EVENTS = {"quick": 100_000, "full": None}
-MAX_SECONDS = {"quick": 20.0, "full": 60.0}
+MAX_EVENTS = {"quick": 60_000, "full": None}
+MAX_SECONDS = {"quick": 10.0, "full": 60.0}
 CHECK_NAME = "fraud features faster than every peer"
 STOP_TIMEOUT_S = 15.0
 STARTUP_TIMEOUT_S = 120.0  # from the start of the program to its first output
