@@ -15,10 +15,10 @@ model is the one ``bench.serving`` deploys for every scenario, the outputs are t
 (``consumers.scoring.score_outputs``). What differs from rtml is the shape: no batching, no
 exactly-once, no changelog; late transactions are scored, not dead-lettered.
 
-It is slow (a few hundred events/s), so a round is bounded: it stops after ``seconds`` of
-scoring (quick 10 s, full 30 s) or at the end of the topic, and reports the events it scored in
-that time. The clock starts once the first ``WARMUP_EVENTS`` are scored (group join, first Serve
-call). Nothing is extrapolated.
+It is slow (under a few hundred events/s on 2 cores), so a round is bounded: it stops after
+``seconds`` of scoring (quick 10 s, full 30 s) or at the end of the topic, and reports the
+events it scored in that time. The clock starts once the first ``WARMUP_EVENTS`` are scored
+(group join, first Serve call). Nothing is extrapolated.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import os
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from bench.environment import create_topics, scenario_topics
+from bench.measure import BenchError
 from bench.procs import CpuMeter
-from bench.reference_features import new_state, update
+from bench.reference_features import CardState, new_state, update
 from bench.results import Check, Sample
 from bench.scenario import BenchContext, Case, Scenario
 from bench.serving import BenchApp, bench_app
@@ -47,7 +48,8 @@ from contracts.codec import EventDecoder, encode
 from contracts.events import Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
 from rtml.errors import InvalidEvent
-from rtml.settings import Settings
+from rtml.settings import Settings, TopicSpec
+from serving.config import FRAUD_SCORER
 from serving.protocol import FraudScoreRequest
 from store.online import OnlineStore
 
@@ -92,7 +94,7 @@ class NaiveScenario(Scenario):
         return [ratio_check(ctx)]
 
 
-def _output_topics(ctx: BenchContext, workload: TransactionsWorkload) -> list:
+def _output_topics(ctx: BenchContext, workload: TransactionsWorkload) -> list[TopicSpec]:
     out = scenario_topics(ctx.topic("naive"), workload.partitions)
     return [out.fraud_scores, out.fraud_alerts, out.dead_letter]
 
@@ -110,111 +112,134 @@ def _settings(ctx: BenchContext, workload: TransactionsWorkload, app: BenchApp) 
     return app.configure(workload.settings).model_copy(update={"rtml_topics": topics})
 
 
+class NaivePipeline:
+    """The fraud pipeline one event at a time: what ``handle`` does to each record."""
+
+    def __init__(self, settings: Settings, app: BenchApp, namespace: str) -> None:
+        self._topics = settings.rtml_topics
+        self._threshold = settings.rtml_fraud_alert_threshold
+        self._profiles = ProfileTable(settings)
+        # Its own rows (a namespace per run): the guarded write never skips one as older.
+        self._store = OnlineStore.from_settings(settings, namespace=namespace)
+        self._producer = make_producer(settings)
+        self._handle = app.fraud_handle()
+        self._decoder = EventDecoder(Transaction, max_bytes=settings.rtml_max_record_bytes)
+        self._dead_letters = DeadLetters(self._topics.dead_letter.name)
+        self._states: dict[str, CardState] = {}
+        self.scored = self.dead = self.alerts = 0
+
+    async def start(self) -> None:
+        await self._profiles.start()  # the profile table, read to its end
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        try:
+            await self._producer.flush()
+        finally:
+            await self._producer.stop()
+            await self._profiles.stop()
+            await self._store.close()
+
+    async def handle(self, record: ConsumerRecord) -> None:
+        try:
+            tx = self._decoder.decode(record.value).event
+        except InvalidEvent as exc:
+            out = self._dead_letters.of(record, exc)
+            await self._producer.send(out.topic, out.value, key=out.key)
+            self.dead += 1
+            return
+        profile = self._profiles.get(tx.user_id)
+        joined = (
+            None
+            if profile is None
+            else (profile.home_lat, profile.home_lon, profile.account_age_days)
+        )
+        row = update(
+            self._states.setdefault(tx.card_id, new_state()),
+            tx.event_time,
+            tx.amount,
+            tx.merchant_id,
+            tx.lat,
+            tx.lon,
+            tx.channel == "online",
+            joined,
+        )
+        now_ms = time.time_ns() // 1_000_000
+        features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
+        payload = encode(FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms))
+        await self._store.write(STORE_GROUP, [(tx.card_id, tx.event_time, payload)])
+        pending = [PendingScore(record.partition, tx, row, record.timestamp)]
+        request = FraudScoreRequest(encode_rows(pending), self._threshold)
+        response = await self._handle.score.remote(request)
+        outputs = score_outputs(
+            pending,
+            response,
+            threshold=self._threshold,
+            scores_topic=self._topics.fraud_scores.name,
+            alerts_topic=self._topics.fraud_alerts.name,
+            scored_at=time.time_ns() // 1_000_000,
+        )
+        for out in outputs[record.partition]:
+            await self._producer.send(out.topic, out.value, key=out.key)
+            self.alerts += out.topic == self._topics.fraud_alerts.name
+        self.scored += 1
+
+
 async def _run(ctx: BenchContext, round_: int, seconds: float) -> Sample:
+    """One run from the beginning of the topic: ``seconds`` of scoring after the warm-up."""
     workload = await ctx.transactions()
     app = await bench_app(ctx)
-    settings = _settings(ctx, workload, app)
-    topics = settings.rtml_topics
-    profiles = ProfileTable(settings)
-    store = OnlineStore.from_settings(settings, namespace=f"naive-{round_}")
+    pipeline = NaivePipeline(
+        _settings(ctx, workload, app), app, namespace=f"{ctx.prefix}naive-{round_}"
+    )
     consumer = AIOKafkaConsumer(
         workload.topic,
         group_id=f"bench-naive-{uuid.uuid4().hex[:8]}",  # new: starts at the beginning
         auto_offset_reset="earliest",
         enable_auto_commit=True,
-        **settings.kafka_client_kwargs(),
+        **workload.settings.kafka_client_kwargs(),
     )
-    producer = make_producer(settings)
-    handle = app.fraud_handle()
-    decoder = EventDecoder(Transaction, max_bytes=settings.rtml_max_record_bytes)
-    dead_letters = DeadLetters(topics.dead_letter.name)
-    threshold = settings.rtml_fraud_alert_threshold
-    states: dict[str, dict] = {}
     meter = CpuMeter(
         {
             "consumer": [os.getpid()],
-            "serve": app.replica_pids("FraudScorer"),
+            "serve": app.replica_pids(FRAUD_SCORER),
             "broker": [p for p in [ctx.stack.broker_pid] if p],
             "redis": [p for p in [ctx.stack.redis_pid] if p],
         }
     )
     ends = {p: end for p, end in workload.ends.items() if end > 0}
     positions: dict[int, int] = {}
-    scored = dead = alerts = base = base_dead = 0
-    started = deadline = 0.0
-    await profiles.start()
+    started = 0.0
+    base = {"scored": 0, "dead": 0, "alerts": 0}
+    await pipeline.start()
     try:
         await consumer.start()
-        await producer.start()
         async for record in consumer:
             positions[record.partition] = record.offset + 1
-            try:
-                tx = decoder.decode(record.value).event
-            except InvalidEvent as exc:
-                out = dead_letters.of(record, exc)
-                await producer.send(out.topic, out.value, key=out.key)
-                dead += 1
-                if _at_end(positions, ends):
-                    break
-                continue
-            profile = profiles.get(tx.user_id)
-            row = update(
-                states.setdefault(tx.card_id, new_state()),
-                tx.event_time,
-                tx.amount,
-                tx.merchant_id,
-                tx.lat,
-                tx.lon,
-                tx.channel == "online",
-                None
-                if profile is None
-                else (profile.home_lat, profile.home_lon, profile.account_age_days),
-            )
-            now_ms = time.time_ns() // 1_000_000
-            features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
-            payload = encode(FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms))
-            await store.write(STORE_GROUP, [(tx.card_id, tx.event_time, payload)])
-            pending = [PendingScore(record.partition, tx, row, record.timestamp)]
-            response = await handle.score.remote(FraudScoreRequest(encode_rows(pending), threshold))
-            outputs = score_outputs(
-                pending,
-                response,
-                threshold=threshold,
-                scores_topic=topics.fraud_scores.name,
-                alerts_topic=topics.fraud_alerts.name,
-                scored_at=time.time_ns() // 1_000_000,
-            )
-            for out in outputs[record.partition]:
-                await producer.send(out.topic, out.value, key=out.key)
-                alerts += out.topic == topics.fraud_alerts.name
-            scored += 1
-            if scored == WARMUP_EVENTS:
+            await pipeline.handle(record)
+            if not started and pipeline.scored >= WARMUP_EVENTS:
                 meter.start()
                 started = time.monotonic()
-                deadline = started + seconds
-                base, base_dead = scored, dead
-            elif started and time.monotonic() >= deadline:
+                base = {"scored": pipeline.scored, "dead": pipeline.dead, "alerts": pipeline.alerts}
+            elif started and time.monotonic() - started >= seconds:
                 break
-            if _at_end(positions, ends):
-                break
+            if all(positions.get(p, 0) >= end for p, end in ends.items()):
+                break  # a small workload runs out
         elapsed = time.monotonic() - started
         cpu = meter.result() if started else {}
-        await producer.flush()
     finally:
-        await producer.stop()
         await consumer.stop()
-        await profiles.stop()
-        await store.close()
-    if not started or scored <= base:
-        from bench.measure import BenchError
-
-        raise BenchError("naive/per-event", f"only {scored} events scored; nothing to time")
-    events = scored - base
+        await pipeline.stop()
+    events = pipeline.scored - base["scored"]
+    if not started or events <= 0:
+        raise BenchError(
+            "naive/per-event", f"only {pipeline.scored} events scored; nothing to time"
+        )
     details = {
         "events": events,
         "seconds": round(elapsed, 4),
-        "dead_letters": dead - base_dead,
-        "alerts": alerts,
+        "dead_letters": pipeline.dead - base["dead"],
+        "alerts": pipeline.alerts - base["alerts"],
         "bounded_by": "time" if elapsed >= seconds else "end of topic",
         "total_events": workload.transactions,
     }
@@ -257,8 +282,3 @@ def ratio_check(ctx: BenchContext) -> Check:
         detail += " (no e2e results: the feature stage has no model call, naive has one)"
     value = f"{ratio.median:,.1f}x ({best.id})"
     return Check(CHECK_NAME, target, value, ratio.median >= TARGET_RATIO, detail)
-
-
-def _at_end(positions: dict[int, int], ends: dict[int, int]) -> bool:
-    """Every partition read to the workload's end offset (a small workload runs out)."""
-    return all(positions.get(p, 0) >= end for p, end in ends.items())
