@@ -1,5 +1,5 @@
-"""The reference scenarios' pure parts: the peers' record check and feature row, and the
-checks that compare rtml with the naive pipeline and with the peers."""
+"""The reference scenarios' pure parts: the peers' record check and feature row, the window a
+peer is timed over, and the checks that compare rtml with the naive pipeline and the peers."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from bench import reference_features as ref
 from bench.environment import BenchStack
+from bench.measure import BenchError
 from bench.options import QUICK, BenchOptions
 from bench.peer_jobs.common import FEATURE_NAMES, check, dead_letter, dumps, features, loads
 from bench.results import BenchResults, Measurement, Sample
 from bench.scenario import BenchContext
+from bench.scenarios import peers
 from bench.scenarios.naive import ratio_check
-from bench.scenarios.peers import peers_check
+from bench.scenarios.peers import measure_output, peers_check
 from contracts.events import Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
 from rtml.settings import load_settings
@@ -120,3 +123,74 @@ def test_peers_check_is_undecided_when_no_peer_ran(tmp_path: Path) -> None:
     ctx = _context(tmp_path, {"features/ray-1": [20_000.0]})
     result = peers_check(ctx, {"quix": "not installed"})
     assert result.met is None and "quix skipped" in result.detail
+
+
+def _counter(values: list[int]):
+    """A count() that returns the next value each call (the last one forever)."""
+    it = iter(values)
+    last = [0]
+
+    async def count() -> int:
+        last[0] = next(it, last[0])
+        return last[0]
+
+    return count
+
+
+async def test_peer_window_runs_from_first_output_to_total(tmp_path: Path) -> None:
+    ready: list[bool] = []
+    window = await measure_output(
+        "peers/x",
+        _counter([0, 0, 100, 600, 1_000]),
+        1_000,
+        max_seconds=60.0,
+        on_ready=lambda: ready.append(True),
+        log=tmp_path / "log",
+        interval_s=0.01,
+    )
+    assert ready == [True]
+    assert window.events == 900 and window.bounded_by == "events"
+    assert window.seconds > 0 and window.startup_s > 0
+
+
+async def test_peer_window_ends_after_max_seconds(tmp_path: Path) -> None:
+    window = await measure_output(
+        "peers/x",
+        _counter([10, 20]),  # 20 from the second look on, whatever the time
+        1_000,
+        max_seconds=0.05,
+        on_ready=lambda: None,
+        log=tmp_path / "log",
+        interval_s=0.01,
+    )
+    assert window.bounded_by == "time" and window.events == 10
+
+
+async def test_peer_window_refuses_a_run_that_was_over_at_the_first_look(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="were out at the first look"):
+        await measure_output(
+            "peers/x",
+            _counter([950]),
+            1_000,
+            max_seconds=60.0,
+            on_ready=lambda: None,
+            log=tmp_path / "log",
+            interval_s=0.01,
+        )
+
+
+async def test_peer_window_gives_up_without_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peers, "STARTUP_TIMEOUT_S", 0.05)
+    (tmp_path / "log").write_text("starting\nTraceback: boom\n")
+    with pytest.raises(BenchError, match=r"no output after .*boom"):
+        await measure_output(
+            "peers/x",
+            _counter([0]),
+            1_000,
+            max_seconds=60.0,
+            on_ready=lambda: None,
+            log=tmp_path / "log",
+            interval_s=0.01,
+        )
