@@ -20,9 +20,9 @@ What differs from rtml's ``features`` stage, all of it in the peers' favour exce
 store: the peers are at least once (rtml: exactly once, one transaction per partition per
 batch); they do not join the user profiles (the two profile features are null); their output is
 Kafka only (rtml writes the online store in Redis and its changelog); their record check is
-simpler than rtml's contract; their state is the framework's (Quix: RocksDB + changelog topic,
-per-event get/set; Bytewax: in memory, no recovery configured; Faust: in-memory table +
-changelog topic).
+simpler than rtml's contract; they have no watermark (late transactions get features); their
+state is the framework's (Quix: RocksDB + changelog topic, per-event get/set; Bytewax: in
+memory, no recovery configured; Faust: in-memory table + changelog topic).
 
 A round starts the peer on the topic from the beginning (a new group, empty state) and ends
 after ``max_events`` records (quick 60,000; full: the whole topic) or ``max_seconds`` after its
