@@ -9,6 +9,9 @@ round, because a shared 2-core machine is noisy. See docs/benchmarks.md.
     environment.py  the isolated stack (ports, state dir, Ray) and Kafka/Redis chores
     workload.py   pre-produced synthetic transactions (producers.runner.produce_history)
     measure.py    timing a consumer group through a topic; probes for runners and actors
+    serving.py    the rtml Serve app deployed once per run, for scenarios that score
+    reference_features.py  the fraud features the obvious way (naive pipeline, peers)
+    peer_jobs/    the peers' programs (Quix Streams, Bytewax, Faust), run in subprocesses
     procs.py      RSS and CPU per process, machine load (/proc)
     scenario.py   the Scenario interface and the context scenarios get
     runner.py     interleaved rounds, failures, output files

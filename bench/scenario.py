@@ -6,8 +6,9 @@ runner interleaves the rounds: round 1 of every case, then round 2..., so cases 
 ratio ran under the same background load. ``checks`` turns the results into targets.
 
 Adding a scenario (the end-to-end fraud pipeline with the model, the recommendation pipeline
-with top-K latency, a naive per-event pipeline, a Quix Streams peer, a scaling curve) means one
-module in ``bench/scenarios/`` with a ``Scenario`` subclass, listed in ``SCENARIOS`` there.
+with top-K latency, a scaling curve) means one module in ``bench/scenarios/`` with a
+``Scenario`` subclass, listed in ``SCENARIOS`` there. What scenarios share beyond one case (the
+Serve app of ``bench.serving``) is torn down through ``BenchContext.on_close``.
 """
 
 from __future__ import annotations

@@ -63,13 +63,30 @@ class BenchApp:
 
         return serve.get_deployment_handle(RECOMMENDER, self.name)
 
+    def replica_pids(self, deployment: str) -> list[int]:
+        """The processes of ``deployment``'s replicas on this machine (for ``CpuMeter``): Ray
+        titles a replica's worker ``ray::ServeReplica:<app>:<deployment>``."""
+        title = f"ServeReplica:{self.name}:{deployment}".encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:  # gone, or not ours to read
+                continue
+            if title in cmdline:
+                pids.append(int(entry.name))
+        return pids
+
     def configure(self, settings: Settings) -> Settings:
         """``settings`` whose pipelines score with this app (``ServeFraudScorer``)."""
         return settings.model_copy(update={"rtml_serve_app": self.name, "rtml_fraud_scoring": True})
 
 
 async def bench_app(ctx: BenchContext, *, replicas: int = 1) -> BenchApp:
-    """The run's Serve app: deployed on the first call (Ray must be up: ``needs_ray``)."""
+    """The run's Serve app: deployed on the first call (Ray must be up: ``needs_ray``); later
+    calls return the same app whatever ``replicas`` they pass."""
     app = ctx.shared.get(SHARED_KEY)
     if app is None:
         ctx.say(f"deploying the rtml Serve app (synthetic models, {replicas} replica each)")

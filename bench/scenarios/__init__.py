@@ -1,8 +1,6 @@
 """The scenarios of ``rtml bench``, in the order they run within a round.
 
 To add one: a module here with a ``bench.scenario.Scenario`` subclass, named in ``SCENARIOS``.
-Planned: the end-to-end fraud pipeline with the model, the recommendation pipeline with HTTP
-top-K latency, a naive per-event pipeline, a Quix Streams peer.
 
 The registry names classes by import path, so ``rtml --help`` and argument checks import no
 Kafka or Ray code.
@@ -24,6 +22,8 @@ SCENARIOS: dict[str, str] = {
     "e2e": "bench.scenarios.e2e:E2EScenario",
     "serving": "bench.scenarios.serving:ServingScenario",
     "scaling": "bench.scenarios.scaling:ScalingScenario",
+    "naive": "bench.scenarios.naive:NaiveScenario",
+    "peers": "bench.scenarios.peers:PeersScenario",
 }
 
 

@@ -1,0 +1,124 @@
+"""The reference pipelines of `rtml bench`, tiny, on the test stack: the naive per-event
+pipeline scores through the real Serve app (deployed by ``bench.serving``) and the peers run
+(or say why they cannot). No timing is asserted: only that every number was measured."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+
+from bench.environment import BenchStack
+from bench.options import QUICK, BenchOptions
+from bench.peer_jobs.common import check, features, loads
+from bench.reference_features import new_state
+from bench.results import BenchResults
+from bench.runner import run_scenarios
+from bench.scenario import BenchContext
+from bench.scenarios.naive import NaiveScenario
+from bench.scenarios.peers import PEERS, PeersScenario
+from contracts.events import FraudScore
+from infra.topics import delete_topics, describe_topics
+from infra.topics import read_topic as read_topic_records
+from rtml.settings import Settings
+
+
+def _context(
+    settings: Settings, tmp_path: Path, scenarios: tuple[str, ...], transactions: int
+) -> BenchContext:
+    options = BenchOptions(
+        mode="quick",
+        scenarios=scenarios,
+        sizes=replace(
+            QUICK, repeats=1, transactions=transactions, users=transactions // 2, actors=(1,)
+        ),
+        out=tmp_path,
+        name="smoke",
+    )
+    # A shared stack: nothing is flushed, topics carry a unique prefix, Serve stays up.
+    stack = BenchStack(settings, tmp_path, temporary=False, owns_services=False)
+    results = BenchResults("rtml bench (test)", "quick", options.to_dict(), {}, "now")
+    prefix = f"test-bench-{uuid.uuid4().hex[:8]}."
+    return BenchContext(options, stack, results, tmp_path, "smoke", lambda _: None, prefix=prefix)
+
+
+async def _drop_topics(settings: Settings, prefix: str) -> None:
+    names = [t.name for t in await describe_topics(settings) if prefix in t.name]
+    await delete_topics(settings, names)
+
+
+async def test_naive_pipeline_scores_events_one_by_one(
+    stack_settings: Settings, ray_session: None, tmp_path: Path
+) -> None:
+    ctx = _context(stack_settings, tmp_path, ("naive",), 3_000)
+    try:
+        async with asyncio.timeout(240):
+            failures = await run_scenarios(ctx, [NaiveScenario(seconds=2.0)])
+        scores = await read_topic_records(
+            stack_settings, f"{ctx.prefix}naive.fraud-scores", timeout_s=10.0
+        )
+    finally:
+        await _drop_topics(stack_settings, ctx.prefix)
+
+    assert failures == [], failures
+    [naive] = ctx.results.measurements
+    [sample] = naive.samples
+    assert sample.value > 0
+    assert sample.details["events"] > 0 and sample.details["seconds"] > 0
+    assert sample.details["serve_cpu_s"] > 0  # the replica's process was found and measured
+    app = ctx.results.workloads["serve_app"]
+    decoded = [msgspec.json.decode(r.value, type=FraudScore) for r in scores]
+    assert len(decoded) >= sample.details["events"]
+    assert {s.model_version for s in decoded} == {app["fraud_model"]}
+    assert all(len(s.features) == 17 for s in decoded)
+    # No e2e/ or features/ results in this run: the 10x check cannot be decided.
+    [check] = ctx.results.checks
+    assert check.met is None and "no e2e/" in check.value
+    assert "serve_app" in ctx.shared and not ctx.closers  # the app was deleted at the end
+
+
+async def test_peers_compute_the_reference_features_or_say_why_not(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    """Where the peers' environment is there (.venv-peers or the peers extra), every peer runs
+    and its outputs are the reference features of its inputs; where it is not, each peer is
+    skipped with the reason and nothing fails."""
+    ctx = _context(stack_settings, tmp_path, ("peers",), 20_000)
+    scenario = PeersScenario(max_events=10_000, max_seconds=8.0)
+    outputs = {}
+    try:
+        async with asyncio.timeout(400):
+            failures = await run_scenarios(ctx, [scenario])
+        workload = await ctx.transactions()
+        inputs = await read_topic_records(stack_settings, workload.topic, timeout_s=30.0)
+        for peer in scenario.available:
+            topic = f"{ctx.prefix}peers.{peer.name}.features"
+            outputs[peer.name] = await read_topic_records(stack_settings, topic, timeout_s=30.0)
+    finally:
+        await _drop_topics(stack_settings, ctx.prefix)
+
+    assert failures == [], failures
+    assert {p.name for p in scenario.available} | set(scenario.skipped) == {p.name for p in PEERS}
+    for name, reason in scenario.skipped.items():
+        assert f"peers/{name}: skipped: {reason}" in ctx.results.notes
+    measured = {m.name: m for m in ctx.results.measurements if m.samples}
+    assert set(measured) == {p.name for p in scenario.available}
+    for m in measured.values():
+        assert m.samples[0].value > 0 and m.samples[0].details["events"] > 0
+
+    # The reference features of every input, per partition in offset order (cards are keys).
+    expected = {}
+    states: dict[str, dict] = {}
+    for record in inputs:
+        tx = check(record.value)
+        if isinstance(tx, dict):
+            row = features(states.setdefault(tx["card_id"], new_state()), tx)
+            expected[tx["event_id"]] = row["features"]
+    for name, records in outputs.items():
+        assert len(records) >= measured[name].samples[0].details["events"] * 0.5, name
+        for record in records:
+            out = loads(record.value)
+            assert out["features"] == expected[out["event_id"]], (name, out)
