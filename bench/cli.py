@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--state-dir", type=Path, help="the stack's state dir (default: a new temporary one)"
     )
+    parser.add_argument(
+        "--serve-throughput-optimized",
+        action="store_true",
+        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's throughput mode)",
+    )
     sizes = parser.add_argument_group("sizes (default: those of --quick or the full run)")
     sizes.add_argument("--transactions", type=positive_int, help="pre-produced transactions")
     sizes.add_argument("--users", type=positive_int, help="synthetic users for them")
@@ -119,6 +124,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         controller_port=args.controller_port,
         redis_port=args.redis_port,
         name=args.name,
+        serve_throughput_optimized=args.serve_throughput_optimized,
     )
 
 
@@ -145,6 +151,8 @@ def canonical_command(options: BenchOptions) -> str:
     ]  # fmt: skip
     if options.name:
         argv += ["--name", options.name]
+    if options.serve_throughput_optimized:
+        argv.append("--serve-throughput-optimized")
     return shlex.join(argv)
 
 
@@ -195,6 +203,9 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         results.notes += bench.notes
         if any(s.needs_ray for s in scenarios):
+            if options.serve_throughput_optimized:
+                # Read by Serve when its processes start: set before Ray starts them.
+                os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
             say("starting a local Ray instance")
             start_ray(bench)
         ctx = BenchContext(options, bench, results, out, stem, say)
