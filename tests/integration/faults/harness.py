@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.pipelines.fraud_features import FraudFeaturesPipeline
 from consumers.runner import ConsumerRunner
+from consumers.scoring import FraudScorerClient
 from contracts.codec import EventDecoder
 from contracts.events import AlertReason, DeadLetter, FraudScore, Transaction, UserProfile
 from features.definitions import FRAUD_FEATURE_NAMES
@@ -121,8 +122,17 @@ class AmountModel:
 # --- the workload ---------------------------------------------------------------------------
 
 
-def transactions(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int]:
-    """(key, value) records, slightly out of order, ~1% malformed (truncated JSON)."""
+POISON_AMOUNT = 6.66  # the amount the scripted Serve model raises on
+
+
+def transactions(
+    n: int, seed: int, *, poison_every: int = 0, pad_bytes: int = 0
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """(key, value) records, slightly out of order, ~1% malformed (truncated JSON).
+
+    ``poison_every``: every such record has ``POISON_AMOUNT`` (no other does). ``pad_bytes``:
+    an extra field of that size (schema drift, accepted) to make records heavy.
+    """
     rnd = random.Random(seed)
     records: list[tuple[bytes, bytes]] = []
     bad = 0
@@ -141,6 +151,12 @@ def transactions(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int]:
             "event_time": T0 + i * 200 - rnd.randrange(0, 5_000),
             "channel": rnd.choice(["pos", "online"]),
         }
+        if tx["amount"] == POISON_AMOUNT:
+            tx["amount"] = POISON_AMOUNT + 0.01
+        if poison_every and i % poison_every == poison_every // 2:
+            tx["amount"] = POISON_AMOUNT
+        if pad_bytes:
+            tx["note"] = "x" * pad_bytes
         value = json.dumps(tx).encode()
         if i % 101 == 50:
             value = value[:-7]
@@ -179,6 +195,15 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -
     return time.monotonic() - started
 
 
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process (Linux procfs)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS for pid {pid}")
+
+
 def report(fault: str, runner: ConsumerRunner, **seconds: float) -> None:
     """Print a measured recovery (pytest -s shows it; docs/operations.md quotes them)."""
     values = " ".join(f"{k}={v:.2f}s" for k, v in seconds.items())
@@ -198,7 +223,9 @@ class FraudWorkload:
     bad: int = 0
 
     @classmethod
-    async def create(cls, base: Settings, name: str, n: int, seed: int) -> FraudWorkload:
+    async def create(
+        cls, base: Settings, name: str, n: int, seed: int, **options: int
+    ) -> FraudWorkload:
         suffix = f"{name}-{uuid.uuid4().hex[:6]}"
         specs = {
             "transactions": TopicSpec(name=f"tx-{suffix}", partitions=PARTITIONS),
@@ -212,13 +239,17 @@ class FraudWorkload:
         await ensure_topics(base, list(specs.values()))
         topics = Topics(**{k: v.model_dump() for k, v in specs.items()})
         settings = base.model_copy(update={"rtml_topics": topics, "rtml_fraud_scoring": True})
-        records, bad = transactions(n, seed)
+        records, bad = transactions(n, seed, **options)
         workload = cls(settings, topics, records, bad)
         await workload.produce_to(topics.user_profiles.name, profiles())
         return workload
 
     def runner(
-        self, model: AmountModel, *, group: str | None = None, max_poll_records: int = 100
+        self,
+        model: FraudScorerClient,
+        *,
+        group: str | None = None,
+        max_poll_records: int = 100,
     ) -> ConsumerRunner:
         pipeline = FraudFeaturesPipeline(
             self.settings, group_id=group or f"faults-{uuid.uuid4().hex[:8]}", scorer=model
@@ -292,12 +323,16 @@ class FraudWorkload:
         rows = replay_fraud(log, partitions=PARTITIONS, config=self.settings.rtml_features)
         return {row.event_id: row.features for row in rows}
 
-    async def check_exactly_once(self, produced: int) -> None:
+    async def check_exactly_once(self, produced: int, *, poison: bool = False) -> None:
         """Every valid input scored exactly once with the replay's features; every malformed
-        input dead-lettered exactly once."""
+        input dead-lettered exactly once; with ``poison``, every input with POISON_AMOUNT
+        dead-lettered exactly once (processing_error) and not scored."""
         reference = await self.reference()
         bad = sum(1 for _, v in self.records[:produced] if not v.endswith(b"}"))
-        assert len(reference) == produced - bad, "the replay should score every valid input"
+        assert len(reference) == produced - bad, "the replay should have every valid input"
+        poisoned = {e for e, f in reference.items() if poison and f["amount"] == POISON_AMOUNT}
+        for event_id in poisoned:
+            del reference[event_id]
         scores = [
             msgspec.json.decode(r.value, type=FraudScore)
             for r in await self.read_committed(self.topics.fraud_scores.name, len(reference))
@@ -317,6 +352,14 @@ class FraudWorkload:
             if not math.isclose(s.score, model_score(s.features["amount"]), rel_tol=1e-5)
         ]
         assert not off, f"{len(off)} scores are not the model's on their features"
-        dead = await self.read_committed(self.topics.dead_letter.name, bad)
-        kinds = Counter(msgspec.json.decode(r.value, type=DeadLetter).error.kind for r in dead)
-        assert kinds == ({"malformed_json": bad} if bad else {})
+        dead = [
+            msgspec.json.decode(r.value, type=DeadLetter)
+            for r in await self.read_committed(self.topics.dead_letter.name, bad + len(poisoned))
+        ]
+        kinds = Counter(d.error.kind for d in dead)
+        expected = Counter({"malformed_json": bad, "processing_error": len(poisoned)})
+        assert kinds == +expected
+        for letter in dead:
+            if letter.error.kind == "processing_error":
+                assert "model failed" in letter.error.message
+                assert json.loads(letter.payload or "")["event_id"] in poisoned

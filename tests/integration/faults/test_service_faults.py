@@ -8,9 +8,9 @@ import asyncio
 import time
 
 from tests.integration.faults.harness import (
+    AmountModel,
     FraudWorkload,
     PrivateStack,
-    AmountModel,
     report,
     wait_for,
 )
