@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
+        if urlsplit(value).password:  # the URL shows in reprs and messages: no secrets in it
+            raise ValueError(
+                "must not hold a password; set REDIS_PASSWORD or REDIS_PASSWORD_FILE instead"
+            )
         return value
 
     @model_validator(mode="after")
