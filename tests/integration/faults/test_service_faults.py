@@ -5,8 +5,11 @@ for longer than the group's session timeout. After each, every input is scored e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
+from consumers.runner import ConsumerRunner
 from tests.integration.faults.harness import (
     AmountModel,
     FraudWorkload,
@@ -20,8 +23,16 @@ N = 3_000
 MODEL_DELAY_S = 0.05
 
 
-async def start(runner) -> asyncio.Task[None]:
-    return asyncio.create_task(runner.run())
+@contextlib.asynccontextmanager
+async def running(runner: ConsumerRunner) -> AsyncIterator[asyncio.Task[None]]:
+    """The runner's loop as a task, stopped (or cancelled) however the test ends."""
+    task = asyncio.create_task(runner.run())
+    try:
+        yield task
+    finally:
+        runner.stop()
+        await asyncio.wait([task], timeout=60)
+        task.cancel()
 
 
 async def finish(runner, task: asyncio.Task[None], records: int, timeout_s: float) -> float:
@@ -40,22 +51,23 @@ async def test_redis_stopped_and_restarted_mid_run(private_stack: PrivateStack) 
     work = await FraudWorkload.create(private_stack.settings, "redis", N, seed=11)
     runner = work.runner(AmountModel(delay_s=MODEL_DELAY_S))
     await work.produce(0, N // 2)
-    task = await start(runner)
-    await wait_for(lambda: runner.stats.records >= 300, 60, "the runner to start")
+    async with running(runner) as task:
+        await wait_for(lambda: runner.stats.records >= 300, 120, "the runner to start")
 
-    await asyncio.to_thread(private_stack.stop_redis)
-    stopped = runner.stats.records
-    await work.produce(N // 2, N)  # Kafka is up: input keeps arriving
-    await wait_for(lambda: runner.stats.failures >= 1, 30, "a batch to fail on Redis")
-    assert runner.stats.records == stopped, "nothing commits while the online store is down"
-    await asyncio.sleep(2.0)
-
-    await asyncio.to_thread(private_stack.start_redis)
-    back = time.monotonic()
-    batches = runner.stats.batches
-    first = await wait_for(lambda: runner.stats.batches > batches, 60, "the first commit")
-    await finish(runner, task, N, 120)
-    report("redis restart", runner, first_commit=first, caught_up=time.monotonic() - back)
+        await asyncio.to_thread(private_stack.stop_redis)
+        try:
+            await work.produce(N // 2, N)  # Kafka is up: input keeps arriving
+            await wait_for(lambda: runner.stats.failures >= 1, 60, "a batch to fail on Redis")
+            stalled = runner.stats.records  # (a batch past its Redis write may commit before)
+            await asyncio.sleep(2.0)
+            assert runner.stats.records == stalled, "nothing commits while the online store is down"
+        finally:
+            await asyncio.to_thread(private_stack.start_redis)
+        back = time.monotonic()
+        batches = runner.stats.batches
+        first = await wait_for(lambda: runner.stats.batches > batches, 60, "the first commit")
+        await finish(runner, task, N, 120)
+        report("redis restart", runner, first_commit=first, caught_up=time.monotonic() - back)
     await work.check_exactly_once(N)
 
 
@@ -63,18 +75,20 @@ async def test_kafka_broker_stopped_and_restarted_mid_run(private_stack: Private
     work = await FraudWorkload.create(private_stack.settings, "kafka", N, seed=12)
     runner = work.runner(AmountModel(delay_s=MODEL_DELAY_S))
     await work.produce(0, N // 2)
-    task = await start(runner)
-    await wait_for(lambda: runner.stats.records >= 300, 60, "the runner to start")
+    async with running(runner) as task:
+        await wait_for(lambda: runner.stats.records >= 300, 120, "the runner to start")
 
-    await asyncio.to_thread(private_stack.stop_kafka)  # controlled shutdown, mid-transaction
-    await asyncio.sleep(3.0)
-    await asyncio.to_thread(private_stack.start_kafka)
-    back = time.monotonic()
-    batches = runner.stats.batches
-    first = await wait_for(lambda: runner.stats.batches > batches, 120, "the first commit")
-    await work.produce(N // 2, N)
-    await finish(runner, task, N, 120)
-    report("kafka restart", runner, first_commit=first, caught_up=time.monotonic() - back)
+        await asyncio.to_thread(private_stack.stop_kafka)  # controlled shutdown, mid-transaction
+        try:
+            await asyncio.sleep(3.0)
+        finally:
+            await asyncio.to_thread(private_stack.start_kafka)
+        back = time.monotonic()
+        batches = runner.stats.batches
+        first = await wait_for(lambda: runner.stats.batches > batches, 120, "the first commit")
+        await work.produce(N // 2, N)
+        await finish(runner, task, N, 120)
+        report("kafka restart", runner, first_commit=first, caught_up=time.monotonic() - back)
     await work.check_exactly_once(N)
 
 
@@ -84,17 +98,17 @@ async def test_kafka_frozen_longer_than_the_session_timeout(private_stack: Priva
     work = await FraudWorkload.create(private_stack.settings, "sigstop", N, seed=13)
     runner = work.runner(AmountModel(delay_s=MODEL_DELAY_S))
     await work.produce(0, N)
-    task = await start(runner)
-    await wait_for(lambda: runner.stats.records >= 300, 60, "the runner to start")
+    async with running(runner) as task:
+        await wait_for(lambda: runner.stats.records >= 300, 120, "the runner to start")
 
-    pid = private_stack.freeze_kafka()
-    try:
-        await asyncio.sleep(15.0)
-    finally:
-        private_stack.thaw_kafka(pid)
-    back = time.monotonic()
-    batches = runner.stats.batches
-    first = await wait_for(lambda: runner.stats.batches > batches, 120, "the first commit")
-    await finish(runner, task, N, 120)
-    report("kafka SIGSTOP 15s", runner, first_commit=first, caught_up=time.monotonic() - back)
+        pid = private_stack.freeze_kafka()
+        try:
+            await asyncio.sleep(15.0)
+        finally:
+            private_stack.thaw_kafka(pid)
+        back = time.monotonic()
+        batches = runner.stats.batches
+        first = await wait_for(lambda: runner.stats.batches > batches, 120, "the first commit")
+        await finish(runner, task, N, 120)
+        report("kafka SIGSTOP 15s", runner, first_commit=first, caught_up=time.monotonic() - back)
     await work.check_exactly_once(N)
