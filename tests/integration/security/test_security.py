@@ -5,10 +5,8 @@ non-retriable error that does not echo the secret."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +14,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from consumers.kafka_io import make_consumer, make_producer
 from infra import kafka_broker, processes, redis_server
 from infra.probes import probe_kafka, probe_redis
-from infra.topics import ensure_topics
 from rtml.errors import ServiceError
-from rtml.settings import Settings, TopicSpec, load_settings
+from rtml.settings import Settings, load_settings
 from store.online import OnlineStore
+from tests.integration.security.private_services import kafka_round_trip, launch_broker
 
 KAFKA_PASSWORD = "scram-" + uuid.uuid4().hex
 REDIS_PASSWORD = "redis-" + uuid.uuid4().hex
@@ -73,12 +70,12 @@ def test_the_local_stack_listens_on_loopback_only(stack_settings: Settings) -> N
 # --- a private SASL/SCRAM broker and a redis-server with requirepass --------------------------
 
 
-def sasl_properties(base: dict[str, str], port: int, controller: int) -> dict[str, str]:
+def sasl_properties(port: int, controller: int) -> dict[str, str]:
     jaas = (
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="admin" password="{ADMIN_PASSWORD}";'
     )
-    return base | {
+    return {
         "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
         "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
         "inter.broker.listener.name": "SASL_PLAINTEXT",
@@ -117,35 +114,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             ).kafka_sasl_password,
         }
     )
-    paths = kafka_broker.BrokerPaths.of(plain)
-    kafka_broker.ensure_jars(plain)
-    kafka_broker.write_config(plain, paths)
-    properties = sasl_properties(kafka_broker.broker_properties(plain, paths), port, controller)
-    paths.config.write_text(kafka_broker.render_properties(properties))
-    paths.cluster_id.write_text(kafka_broker.new_cluster_id() + "\n")
     scram = [
         f"SCRAM-SHA-256=[name=admin,password={ADMIN_PASSWORD}]",
         f"SCRAM-SHA-256=[name=rtml,password={KAFKA_PASSWORD}]",
     ]
-    format_command = kafka_broker.java_command(
+    pid = launch_broker(
         plain,
-        paths,
-        kafka_broker.STORAGE_TOOL,
-        "format",
-        "--config",
-        str(paths.config),
-        "--cluster-id",
-        paths.cluster_id.read_text().strip(),
+        sasl_properties(port, controller),
         *(arg for user in scram for arg in ("--add-scram", user)),
-        heap=kafka_broker.TOOL_HEAP,
-    )
-    formatted = subprocess.run(format_command, capture_output=True, text=True, timeout=120)
-    assert formatted.returncode == 0, formatted.stderr + formatted.stdout
-    pid = processes.start_detached(
-        kafka_broker.java_command(plain, paths, kafka_broker.MAIN_CLASS, str(paths.config)),
-        log_path=paths.stdout_log,
-        pid_file=paths.pid_file,
-        cwd=paths.home,
     )
     try:
         redis_server.start(plain, timeout_s=30.0)
@@ -161,26 +137,7 @@ async def test_clients_authenticate_with_scram_and_a_wrong_password_is_refused(
 ) -> None:
     cluster = await probe_kafka(secured, timeout_s=20.0)
     assert cluster["brokers"]
-    topic = TopicSpec(name=f"secured-{uuid.uuid4().hex[:6]}", partitions=1)
-    await ensure_topics(secured, [topic])
-
-    producer = make_producer(secured, transactional_id=f"secured-{uuid.uuid4().hex[:6]}")
-    await producer.start()
-    try:
-        async with producer.transaction():
-            await producer.send(topic.name, b"hello", key=b"k")
-    finally:
-        await producer.stop()
-    consumer = make_consumer(secured, topic.name, group_id=f"secured-{uuid.uuid4().hex[:6]}")
-    await consumer.start()
-    try:
-        async with asyncio.timeout(30):
-            batch: dict = {}
-            while not batch:
-                batch = await consumer.getmany(timeout_ms=500)
-        assert [r.value for rs in batch.values() for r in rs] == [b"hello"]
-    finally:
-        await consumer.stop()
+    await kafka_round_trip(secured)
 
     wrong = secured.model_copy(update={"kafka_sasl_password": SecretStr("not-the-password")})
     with pytest.raises(ServiceError) as refused:
