@@ -67,10 +67,12 @@ def consume_command(settings: Settings, args: argparse.Namespace) -> int:
         from features.patterns import load_rules
 
         load_rules(settings.rtml_pattern_rules)  # a bad rule set: one clear error, before Ray
+    init_ray(settings)
+    # After init_ray: Ray's driver installs a SIGTERM handler that aborts the process (exit -6,
+    # no batch committed, members left to time out of the group); ours replaces it.
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    init_ray(settings)
     groups = [ConsumerGroup(settings, name) for name in args.pipelines]
     try:
         for group in groups:

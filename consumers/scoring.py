@@ -19,7 +19,7 @@ from consumers.partition_session import OutRecord
 from contracts.codec import encode
 from contracts.events import AlertReason, FraudAlert, FraudScore, Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
-from rtml.errors import ServiceUnavailable
+from rtml.errors import ModelError, ServiceUnavailable
 
 
 class ScoredBatch(Protocol):
@@ -57,7 +57,22 @@ class ServeDeployment:
         try:
             return await getattr(handle, method).remote(request)
         except Exception as exc:  # Ray/Serve errors: the batch is retried
+            cause = _model_exception(exc)
+            if cause is not None:
+                raise ModelError(self._deployment, f"{type(cause).__name__}: {cause}") from exc
             raise ServiceUnavailable("serve", f"{self._deployment}.{method} failed: {exc}") from exc
+
+
+def _model_exception(exc: BaseException) -> BaseException | None:
+    """The exception the deployment's own code raised, if that is what ``exc`` carries (a
+    replica that died, an overloaded or missing deployment are outages: None)."""
+    from ray.exceptions import RayError, RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else None
+    if cause is None or isinstance(cause, RayError | RayServeException | ServiceUnavailable):
+        return None
+    return cause
 
 
 class ServeFraudScorer:
@@ -80,6 +95,7 @@ class PendingScore:
     tx: Transaction
     row: tuple[Any, ...]
     ingested_at: int
+    source: Any = None  # the input record (a poison row is dead-lettered with it)
 
 
 def encode_rows(pending: Sequence[PendingScore]) -> np.ndarray:
@@ -88,6 +104,40 @@ def encode_rows(pending: Sequence[PendingScore]) -> np.ndarray:
     for i, item in enumerate(pending):
         out[i] = [np.nan if v is None else v for v in item.row]
     return out
+
+
+Scored = list[tuple[Sequence[PendingScore], ScoredBatch]]
+Poisoned = list[tuple[PendingScore, ModelError]]
+
+
+async def score_isolating_poison(
+    scorer: FraudScorerClient, pending: Sequence[PendingScore], explain_threshold: float | None
+) -> tuple[Scored, Poisoned]:
+    """One scorer call for the batch; if the model raises on its input (``ModelError``, not an
+    outage), bisect to the rows it fails on. Returns the scored chunks and the poison rows, to
+    be dead-lettered instead of retrying the batch forever. A poison row costs about
+    2*log2(B) extra calls. A model that fails on every row of a batch is treated as an outage
+    (``ServiceUnavailable``, retried), so a broken deployment does not dead-letter the stream.
+    """
+    scored, poisoned = await _bisect(scorer, pending, explain_threshold)
+    if not scored and len(pending) > 1:
+        error = poisoned[0][1]
+        raise ServiceUnavailable("serve", f"the model failed on every row: {error}") from error
+    return scored, poisoned
+
+
+async def _bisect(
+    scorer: FraudScorerClient, pending: Sequence[PendingScore], explain_threshold: float | None
+) -> tuple[Scored, Poisoned]:
+    try:
+        return [(pending, await scorer.score(encode_rows(pending), explain_threshold))], []
+    except ModelError as exc:
+        if len(pending) == 1:
+            return [], [(pending[0], exc)]
+    half = len(pending) // 2
+    left = await _bisect(scorer, pending[:half], explain_threshold)
+    right = await _bisect(scorer, pending[half:], explain_threshold)
+    return left[0] + right[0], left[1] + right[1]
 
 
 def score_outputs(

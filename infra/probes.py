@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -44,6 +45,11 @@ async def probe_kafka(settings: Settings, *, timeout_s: float = 10.0) -> dict[st
             "kafka", f"no answer from {settings.kafka_bootstrap_servers} within {timeout_s:g} s"
         ) from exc
     except KafkaError as exc:
+        if (
+            isinstance(exc, KafkaConnectionError)
+            and settings.kafka_security_protocol != "PLAINTEXT"
+        ):
+            await _raise_if_refused(settings, timeout_s)
         error = ServiceUnavailable if exc.retriable or _is_connection_error(exc) else ServiceError
         raise error("kafka", f"{settings.kafka_bootstrap_servers}: {_describe(exc)}") from exc
     finally:
@@ -53,6 +59,27 @@ async def probe_kafka(settings: Settings, *, timeout_s: float = 10.0) -> dict[st
             "kafka", f"{settings.kafka_bootstrap_servers} answered but lists no broker yet"
         )
     return cluster
+
+
+async def _raise_if_refused(settings: Settings, timeout_s: float) -> None:
+    """aiokafka reports a failed SASL handshake (or TLS) at bootstrap as "Unable to bootstrap",
+    retriable; connect to one server directly to tell a refusal (wrong credentials: waiting will
+    not help) from an outage. Raises ServiceError for a refusal, returns otherwise."""
+    kwargs = settings.kafka_client_kwargs()
+    host, _, port = kwargs.pop("bootstrap_servers").split(",")[0].rpartition(":")
+    kwargs.pop("request_timeout_ms")
+    try:
+        async with asyncio.timeout(timeout_s):
+            conn = await create_conn(
+                host.strip("[]"), int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs
+            )
+    except (TimeoutError, OSError, KafkaConnectionError):
+        return  # not reachable: an outage, as reported
+    except KafkaError as exc:
+        raise ServiceError(
+            "kafka", f"{settings.kafka_bootstrap_servers} refused us: {_describe(exc)}"
+        ) from exc
+    conn.close()
 
 
 def _is_connection_error(exc: KafkaError) -> bool:

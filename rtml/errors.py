@@ -4,6 +4,8 @@
     ├── ConfigError            settings or arguments are wrong; fix the configuration
     ├── ServiceError           a service (Kafka, Redis, Ray, Java, Maven) is missing or unreachable
     │   └── ServiceUnavailable     reachable later, perhaps: ``retriable`` is True
+    ├── ModelError             a model raised on its input (not an outage): retrying the same
+    │                          input fails again, so the consumers isolate and dead-letter it
     └── InvalidEvent           an event failed its contract; carries the dead-letter reason
 
 Library errors are translated into these at the boundary (``raise ... from exc``), so the CLI can
@@ -35,6 +37,15 @@ class ServiceUnavailable(ServiceError):
     """A service did not answer in time; trying again later may work."""
 
     retriable = True
+
+
+class ModelError(RtmlError):
+    """A model deployment raised on the input it was given (a poison row, say)."""
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(f"{model}: {message}")
+        self.model = model
+        self.message = message
 
 
 class InvalidEvent(RtmlError):

@@ -32,6 +32,7 @@ from pydantic_settings import (
 from features.config import FeatureConfig
 from features.patterns.language import DEFAULT_RULES_PATH
 
+_SECRET_FILES = ("kafka_sasl_password", "redis_password", "rtml_api_key")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -183,6 +184,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None  # the password is the file's content
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
@@ -196,6 +198,7 @@ class Settings(BaseSettings):
     # Redis: the online feature store. A rediss:// URL turns TLS on.
     redis_url: str = DEFAULT_REDIS
     redis_password: SecretStr | None = None
+    redis_password_file: Path | None = None
     redis_ssl_ca_certs: Path | None = None
     # Whether `rtml infra up` runs a local redis-server. None: yes for a loopback redis:// URL.
     redis_managed: bool | None = None
@@ -234,6 +237,29 @@ class Settings(BaseSettings):
     rtml_autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     rtml_placement: PlacementSettings = Field(default_factory=PlacementSettings)
 
+    # The HTTP API's key: None leaves it open. Clients send it as ``X-API-Key`` or
+    # ``Authorization: Bearer``. From the environment (RTML_API_KEY) or a file
+    # (RTML_API_KEY_FILE), never from the Serve config, so it is not written to disk by rtml.
+    rtml_api_key: SecretStr | None = None
+    rtml_api_key_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """``X_file`` fills secret ``X`` with the file's content (trailing newline stripped)
+        when ``X`` itself is not set: secrets come from the environment or from files."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for secret in _SECRET_FILES:
+            path = data.get(f"{secret}_file")
+            if path and data.get(secret) is None:
+                try:
+                    merged[secret] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(f"{secret}_file: cannot read {path}: {exc.strerror}") from None
+        return merged
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -251,6 +277,10 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"{value!r} must start with redis://, rediss:// or unix://")
+        if urlsplit(value).password:  # the URL shows in reprs and messages: no secrets in it
+            raise ValueError(
+                "must not hold a password; set REDIS_PASSWORD or REDIS_PASSWORD_FILE instead"
+            )
         return value
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ The API is described in ``serving.http_api`` and docs/serving.md.
 # (Request, str) at runtime, from the class Serve builds around these methods.
 
 import asyncio
+import hmac
 import logging
 import time
 from collections import Counter
@@ -95,6 +96,8 @@ class Ingress:
         self._fraud = fraud_scorer
         self._recommender = recommender
         self._metrics = HttpMetrics()
+        key = settings.rtml_api_key
+        self._api_key = None if key is None else key.get_secret_value().encode()
 
     # -------------------------------------------------------------------------------------------
     # Routes
@@ -102,18 +105,23 @@ class Ingress:
     @app.post("/v1/fraud/score")
     async def score(self, request: Request) -> Response:
         """Score a JSON batch of transactions; features from the online store or the request."""
-        return await self._answer("/v1/fraud/score", self._score(request))
+        route = "/v1/fraud/score"
+        return self._denied(route, request) or await self._answer(route, self._score(request))
 
     @app.get("/v1/recommendations/{user_id}")
     async def recommendations(self, user_id: str, request: Request) -> Response:
         """A user's top-k items (``?k=``), or the most viewed items for an unknown user."""
+        route = "/v1/recommendations"
         k = request.query_params.get("k")
-        return await self._answer("/v1/recommendations", self._recommend(user_id, k))
+        return self._denied(route, request) or await self._answer(
+            route, self._recommend(user_id, k)
+        )
 
     @app.get("/v1/models")
-    async def models(self) -> Response:
+    async def models(self, request: Request) -> Response:
         """The model versions the deployments serve (as one replica of each reports)."""
-        return await self._answer("/v1/models", self._models())
+        route = "/v1/models"
+        return self._denied(route, request) or await self._answer(route, self._models())
 
     @app.get("/healthz")
     async def healthz(self) -> Response:
@@ -210,6 +218,24 @@ class Ingress:
                 raise too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _denied(self, route: str, request: Request) -> Response | None:
+        """None when no API key is configured or the request carries it (``X-API-Key`` or
+        ``Authorization: Bearer``, compared in constant time); else a 401."""
+        if self._api_key is None:
+            return None
+        presented = request.headers.get("x-api-key")
+        if presented is None:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            presented = token.strip() if scheme.lower() == "bearer" else None
+        if presented is not None and hmac.compare_digest(presented.encode(), self._api_key):
+            return None
+        self._metrics.answered(route, 401, 0.0)
+        response = _json(
+            ErrorBody("unauthorized", "a valid API key is required: header X-API-Key"), 401
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     async def _answer(self, route: str, handler: Awaitable[Response]) -> Response:
         """Run a handler; turn expected failures into JSON errors, anything else into a bare

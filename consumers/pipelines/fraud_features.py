@@ -32,7 +32,7 @@ from consumers.scoring import (
     FraudScorerClient,
     PendingScore,
     ServeFraudScorer,
-    encode_rows,
+    score_isolating_poison,
     score_outputs,
 )
 from contracts.codec import encode
@@ -191,7 +191,7 @@ class FraudFeaturesPipeline:
                 if row is None:
                     continue
                 if scoring:
-                    pending.append(PendingScore(batch.partition, tx, row, source.timestamp))
+                    pending.append(PendingScore(batch.partition, tx, row, source.timestamp, source))
                 features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
                 payload = encode(
                     FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms)
@@ -205,19 +205,24 @@ class FraudFeaturesPipeline:
         write = self._store.write(GROUP, list(newest.values()))
         if self._scorer is not None and pending:
             # The online-store write and the model call are independent: overlap them.
-            _, scored = await asyncio.gather(
-                write, self._scorer.score(encode_rows(pending), self._threshold)
+            _, (chunks, poisoned) = await asyncio.gather(
+                write, score_isolating_poison(self._scorer, pending, self._threshold)
             )
-            scored_outputs = score_outputs(
-                pending,
-                scored,
-                threshold=self._threshold,
-                scores_topic=self._scores_topic,
-                alerts_topic=self._alerts_topic,
-                scored_at=time.time_ns() // 1_000_000,
-            )
-            for partition, records in scored_outputs.items():
-                outputs.setdefault(partition, []).extend(records)
+            scored_at = time.time_ns() // 1_000_000
+            for chunk, scored in chunks:
+                scored_outputs = score_outputs(
+                    chunk,
+                    scored,
+                    threshold=self._threshold,
+                    scores_topic=self._scores_topic,
+                    alerts_topic=self._alerts_topic,
+                    scored_at=scored_at,
+                )
+                for partition, records in scored_outputs.items():
+                    outputs.setdefault(partition, []).extend(records)
+            for item, error in poisoned:  # the model raises on it: dead-lettered, not retried
+                failure = InvalidEvent("processing_error", f"model failed: {error.message}")
+                outputs[item.partition].append(self.dead_letters.of(item.source, failure))
         else:
             await write
         return outputs
