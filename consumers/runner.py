@@ -34,6 +34,7 @@ from consumers.partition_session import (
     PartitionSession,
     records_after,
 )
+from monitoring.pipeline_metrics import BatchStats, PipelineMetrics
 from rtml.errors import RtmlError
 from rtml.settings import Settings
 
@@ -55,6 +56,9 @@ class Pipeline(Protocol):
     group_id: str
     input_topic: str
     changelog_topic: str | None  # None: a stateless pipeline
+    # Optional, for metrics: ``name`` (the pipeline label, default the group id),
+    # ``feature_group`` (its online-store group, for freshness) and ``batch_stats`` (a
+    # ``BatchStats`` the pipeline fills with stage times and scores during ``process``).
 
     def new_processor(self, partition: int) -> PartitionProcessor: ...
 
@@ -118,6 +122,12 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._listener_error: BaseException | None = None
         self.stats = RunnerStats()
+        self.metrics = PipelineMetrics(
+            getattr(pipeline, "name", pipeline.group_id),
+            pipeline.group_id,
+            pipeline.input_topic,
+            feature_group=getattr(pipeline, "feature_group", None),
+        )
 
     @property
     def assigned(self) -> list[int]:
@@ -160,6 +170,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     backoff = 0.5
                 except (KafkaError, RtmlError, OSError) as exc:
                     self.stats.failures += 1
+                    self.metrics.batch_failed()
                     log.warning("batch failed (%s); recovering from committed state", exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -195,8 +206,12 @@ class ConsumerRunner(ConsumerRebalanceListener):
             if not batches:
                 self._update_lag(consumer)
                 return
+            batch_stats: BatchStats | None = getattr(self._pipeline, "batch_stats", None)
+            if batch_stats is not None:
+                batch_stats.reset()
             started = time.perf_counter()
             outputs = await self._pipeline.process(batches)
+            processed = time.perf_counter()
             counts = self._pipeline.output_partitions()
             await asyncio.gather(
                 *(
@@ -214,13 +229,24 @@ class ConsumerRunner(ConsumerRebalanceListener):
             self.stats.batches += 1
             self.stats.last_batch_size = size
             self.stats.last_batch_seconds = time.perf_counter() - started
+            self.metrics.batch_committed(
+                {b.partition: b.records for b in batches},
+                outputs,
+                batch_stats,
+                process_s=processed - started,
+                produce_s=time.perf_counter() - processed,
+                committed_at_ms=time.time_ns() // 1_000_000,
+                pipeline_stats=self._pipeline.stats(),
+            )
             self._update_lag(consumer)
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for partition, session in self._sessions.items():
             highwater = consumer.highwater(session.tp)
             if highwater is not None:
-                self.stats.lag[partition] = max(0, highwater - session.next_offset)
+                lag = max(0, highwater - session.next_offset)
+                self.stats.lag[partition] = lag
+                self.metrics.lag(partition, lag)
 
     async def _recover(self, consumer: AIOKafkaConsumer) -> None:
         """Drop every session; the next poll reopens them from changelog and committed offset."""

@@ -19,6 +19,7 @@ import time
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from consumers.partition_session import OutRecord
 from consumers.pipelines.engine_partition import EnginePartition
@@ -36,6 +37,7 @@ from contracts.codec import encode
 from contracts.events import Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
+from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
@@ -54,6 +56,9 @@ class FeatureRow(msgspec.Struct, frozen=True):
 
 
 class FraudFeaturesPipeline:
+    name = "fraud"
+    feature_group = GROUP
+
     def __init__(
         self,
         settings: Settings,
@@ -97,6 +102,7 @@ class FraudFeaturesPipeline:
             )
         }
         self.late = 0
+        self.batch_stats = BatchStats()
 
     def changelog_spec(self) -> TopicSpec:
         return TopicSpec(
@@ -141,9 +147,12 @@ class FraudFeaturesPipeline:
         outputs: dict[int, list[OutRecord]] = {}
         newest: dict[str, tuple[str, int, bytes]] = {}
         pending: list[PendingScore] = []
+        stats = self.batch_stats
+        lap = time.perf_counter()
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
             transactions, sources = self._intake.decode(batch.records, out)
+            lap = stats.lap("decode", lap)
             if not transactions:
                 continue
             result = self._engine.process_batch(
@@ -169,9 +178,15 @@ class FraudFeaturesPipeline:
                 if self._emit:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
+            lap = stats.lap("features", lap)
         await self._store.write(GROUP, list(newest.values()))
+        stats.store_written = bool(newest)
+        lap = stats.lap("store_write", lap)
         if self._scorer is not None and pending:
             scored = await self._scorer.score(encode_rows(pending), self._threshold)
+            lap = stats.lap("model_call", lap)
+            scores = np.asarray(scored.scores, dtype=np.float64)
+            stats.scored(scored.model_version, scores, int((scores >= self._threshold).sum()))
             scored_outputs = score_outputs(
                 pending,
                 scored,
