@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from features.config import FeatureConfig
+from monitoring.config import MonitoringConfig
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DEFAULT_KAFKA = "127.0.0.1:9092"
@@ -158,6 +159,8 @@ class Settings(BaseSettings):
     rtml_recommend_k: int = Field(default=20, ge=1, le=1000)
     rtml_recommend_interval_s: float = Field(default=5.0, ge=0.0)
     rtml_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The in-process alert rules' thresholds and timings (`rtml monitor`, docs/monitoring.md).
+    rtml_monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

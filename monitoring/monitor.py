@@ -1,0 +1,242 @@
+"""The monitor: measures the running pipelines from outside and evaluates the alert rules.
+
+Everything it reads is in Kafka, so it needs no access to the actors and works against any
+running pipeline (``rtml monitor``, ``rtml status``, the demo):
+
+- end offsets and the groups' committed offsets: input rates, lag per partition, Burrow status
+  (``monitoring.lag``), and feature freshness: a pipeline writes a feature group to the online
+  store in every batch it commits, so the group's newest update is when its committed offsets
+  last moved (before the first move seen, the monitor's start counts as the last update);
+- the fraud-scores topic: end-to-end latency percentiles (``monitoring.latency``) and, with
+  ``monitoring.quality``, null rates and drift of the model's inputs and of the score;
+- the raw input topics: data quality per field (``monitoring.quality``).
+
+Each ``tick`` turns these into ``Signals``, runs the ``AlertEvaluator`` and publishes its
+state changes to the ops-alerts topic (and the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from contracts.codec import encode
+from contracts.events import OpsAlert
+from monitoring.alerts import AlertEvaluator, Rule, Signals, default_rules
+from monitoring.lag import LagTracker, Status
+from monitoring.latency import LatencySummary, ScoreLatency
+from monitoring.topic_rates import OffsetMonitor, Snapshot
+from rtml.errors import ServiceUnavailable
+from rtml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Each pipeline's consumer group, its input topic (by settings field) and the online-store
+# feature group it writes.
+PIPELINES = {
+    "fraud": ("rtml-fraud-features", "transactions", "fraud"),
+    "recsys": ("rtml-recsys-features", "user_events", "recsys"),
+    "profiles": ("rtml-profiles", "user_profiles", "profile"),
+}
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a monitor watches."""
+
+    groups: dict[str, str]  # consumer group -> its input topic
+    feature_groups: dict[str, str] = field(default_factory=dict)  # feature group -> its writer
+    volume_topics: Sequence[str] = ()  # input topics whose rate is judged against a baseline
+    scores_topic: str | None = None  # fraud-scores: end-to-end latency
+    alerts_topic: str | None = None  # ops-alerts: None publishes to the log only
+    other_topics: Sequence[str] = ()  # shown with their rates, not judged
+
+    @classmethod
+    def pipelines(cls, settings: Settings) -> Watch:
+        topics = settings.rtml_topics
+        groups = {group: getattr(topics, field).name for group, field, _ in PIPELINES.values()}
+        # Profiles change rarely by nature: their staleness is no alert.
+        features = {fg: group for group, _, fg in PIPELINES.values() if fg != "profile"}
+        inputs = [topics.transactions.name, topics.user_events.name]
+        judged = {*groups.values()}
+        return cls(
+            groups=groups,
+            feature_groups=features,
+            volume_topics=inputs,
+            scores_topic=topics.fraud_scores.name,
+            alerts_topic=topics.ops_alerts.name,
+            other_topics=[t.name for t in topics.all() if t.name not in judged],
+        )
+
+
+@dataclass(frozen=True)
+class GroupView:
+    group: str
+    topic: str
+    lag: int
+    status: Status
+    consumed_per_second: float | None
+    time_to_drain_s: float | None
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """One tick: what ``rtml status`` shows."""
+
+    signals: Signals
+    topic_rates: dict[str, float | None]
+    topic_totals: dict[str, int]
+    groups: list[GroupView]
+    latency: LatencySummary | None
+    events: list[OpsAlert]
+    firing: list[tuple[str, str, str]]  # rule, subject, message
+
+
+class Monitor:
+    def __init__(
+        self,
+        settings: Settings,
+        watch: Watch | None = None,
+        *,
+        rules: Sequence[Rule] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self.watch = watch or Watch.pipelines(settings)
+        self.config = settings.rtml_monitoring
+        self.evaluator = AlertEvaluator(rules if rules is not None else default_rules(self.config))
+        self._clock = clock
+        w = self.watch
+        topics = sorted({*w.groups.values(), *w.volume_topics, *w.other_topics})
+        self._offsets = OffsetMonitor(settings, topics, list(w.groups))
+        self.lag = LagTracker(w.groups, window_s=self.config.consumer_window_s)
+        self._latency: ScoreLatency | None = None
+        if w.scores_topic is not None:
+            self._latency = ScoreLatency(
+                settings,
+                window_s=self.config.latency_window_s,
+                threshold=settings.rtml_fraud_alert_threshold,
+                topic=w.scores_topic,
+            )
+        self._producer: AIOKafkaProducer | None = None
+        self._previous: Snapshot | None = None
+        self._previous_at = 0.0
+        self._last_update: dict[str, float] = {}
+        self._started_at = 0.0
+
+    async def start(self) -> None:
+        self._started_at = self._clock()
+        await self._offsets.start()
+        try:
+            if self._latency is not None:
+                await self._latency.start()
+            if self.watch.alerts_topic is not None:
+                self._producer = AIOKafkaProducer(
+                    **self._settings.kafka_client_kwargs(), acks="all", enable_idempotence=True
+                )
+                await self._producer.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._latency is not None:
+            await self._latency.stop()
+        await self._offsets.stop()
+
+    async def tick(self) -> MonitorReport:
+        """Measure, evaluate, publish; one round of the loop."""
+        snapshot = await self._offsets.snapshot()
+        now = self._clock()
+        self.lag.observe(snapshot)
+        previous, elapsed = self._previous, now - self._previous_at
+        rates: dict[str, float | None] = {}
+        for topic in snapshot.end_offsets:
+            if previous is not None and elapsed > 0:
+                rates[topic] = (snapshot.total(topic) - previous.total(topic)) / elapsed
+            else:
+                rates[topic] = None
+        groups = []
+        for group, topic in self.watch.groups.items():
+            done = sum(snapshot.committed.get(group, {}).get(topic, {}).values())
+            consumed = None
+            if previous is not None and elapsed > 0:
+                before = sum(previous.committed.get(group, {}).get(topic, {}).values())
+                consumed = (done - before) / elapsed
+                if done > before:
+                    self._last_update[group] = now
+            groups.append(
+                GroupView(
+                    group,
+                    topic,
+                    self.lag.total(group),
+                    self.lag.group_status(group),
+                    consumed,
+                    self.lag.time_to_drain(group),
+                )
+            )
+        self._previous, self._previous_at = snapshot, now
+
+        latency = self._latency.summary() if self._latency is not None else None
+        p99: dict[str, float] = {}
+        enough = latency is not None and latency.window_count >= self.config.latency_min_samples
+        if latency is not None and latency.p99_ms is not None and enough:
+            p99["fraud"] = latency.p99_ms / 1000.0
+        signals = Signals(
+            at=now,
+            lag={g.group: float(g.lag) for g in groups},
+            consumer_status={g.group: g.status for g in groups},
+            feature_age_s={
+                fg: now - self._last_update.get(group, self._started_at)
+                for fg, group in self.watch.feature_groups.items()
+            },
+            latency_p99_s=p99,
+            input_rate={
+                t: rate for t in self.watch.volume_topics if (rate := rates.get(t)) is not None
+            },
+        )
+        events = self.evaluator.evaluate(signals)
+        await self._publish(events)
+        return MonitorReport(
+            signals=signals,
+            topic_rates=rates,
+            topic_totals={t: snapshot.total(t) for t in snapshot.end_offsets},
+            groups=groups,
+            latency=latency,
+            events=events,
+            firing=[(rule, subject, f.message) for rule, subject, f in self.evaluator.firing()],
+        )
+
+    async def _publish(self, events: list[OpsAlert]) -> None:
+        if not events or self._producer is None or self.watch.alerts_topic is None:
+            return
+        topic = self.watch.alerts_topic
+        try:
+            sent = [
+                await self._producer.send(topic, encode(e), key=f"{e.rule}:{e.subject}".encode())
+                for e in events
+            ]
+            await asyncio.gather(*sent)
+        except KafkaError as exc:
+            # The events are in the log already; the next state change is published again.
+            raise ServiceUnavailable("kafka", f"cannot publish to {topic}: {exc}") from exc
+
+    async def run(self, stop: asyncio.Event, on_tick: Callable[[MonitorReport], None]) -> None:
+        """Tick every ``interval_s`` until ``stop`` is set; a Kafka outage skips ticks."""
+        while not stop.is_set():
+            try:
+                on_tick(await self.tick())
+            except ServiceUnavailable as exc:
+                log.warning("monitor tick failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.interval_s)
