@@ -28,6 +28,8 @@ class MonitoringConfig(BaseModel):
     latency_window_s: float = Field(default=60.0, gt=0)
     latency_min_samples: int = Field(default=100, ge=1)
     null_ratio: float = Field(default=0.05, gt=0, le=1)  # share of nulls of an input field
+    quality_window_s: float = Field(default=60.0, gt=0)
+    quality_min_samples: int = Field(default=200, ge=1)
     psi: float = Field(default=0.2, gt=0)
     drift_window_s: float = Field(default=300.0, gt=0)
     drift_min_samples: int = Field(default=1_000, ge=10)

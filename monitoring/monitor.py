@@ -23,15 +23,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from contracts.codec import encode
-from contracts.events import OpsAlert
+from contracts.events import InputEvent, OpsAlert, Transaction, UserEvent
 from monitoring.alerts import AlertEvaluator, Rule, Signals, default_rules
 from monitoring.lag import LagTracker, Status
 from monitoring.latency import LatencySummary, ScoreLatency
+from monitoring.quality import InputQuality, ScoreDrift
 from monitoring.topic_rates import OffsetMonitor, Snapshot
 from rtml.errors import ServiceUnavailable
 from rtml.settings import Settings
@@ -57,6 +59,8 @@ class Watch:
     scores_topic: str | None = None  # fraud-scores: end-to-end latency
     alerts_topic: str | None = None  # ops-alerts: None publishes to the log only
     other_topics: Sequence[str] = ()  # shown with their rates, not judged
+    quality_topics: dict[str, type[InputEvent]] = field(default_factory=dict)  # null ratios
+    models_dir: Path | None = None  # drift of scores_topic against the artifacts' references
 
     @classmethod
     def pipelines(cls, settings: Settings) -> Watch:
@@ -73,6 +77,11 @@ class Watch:
             scores_topic=topics.fraud_scores.name,
             alerts_topic=topics.ops_alerts.name,
             other_topics=[t.name for t in topics.all() if t.name not in judged],
+            quality_topics={
+                topics.transactions.name: Transaction,
+                topics.user_events.name: UserEvent,
+            },
+            models_dir=settings.rtml_state_dir / "models",
         )
 
 
@@ -95,6 +104,8 @@ class MonitorReport:
     topic_totals: dict[str, int]
     groups: list[GroupView]
     latency: LatencySummary | None
+    drift: dict[str, dict[str, tuple[float, float, float]]]  # version -> column -> stats
+    quality: dict[str, InputQuality]
     events: list[OpsAlert]
     firing: list[tuple[str, str, str]]  # rule, subject, message
 
@@ -125,6 +136,16 @@ class Monitor:
                 threshold=settings.rtml_fraud_alert_threshold,
                 topic=w.scores_topic,
             )
+        c = self.config
+        self.quality = {
+            topic: InputQuality(settings, topic, event_type, window_s=c.quality_window_s)
+            for topic, event_type in w.quality_topics.items()
+        }
+        self.drift: ScoreDrift | None = None
+        if w.scores_topic is not None and w.models_dir is not None:
+            self.drift = ScoreDrift(
+                settings, w.scores_topic, w.models_dir, window_s=c.drift_window_s
+            )
         self._producer: AIOKafkaProducer | None = None
         self._previous: Snapshot | None = None
         self._previous_at = 0.0
@@ -135,8 +156,8 @@ class Monitor:
         self._started_at = self._clock()
         await self._offsets.start()
         try:
-            if self._latency is not None:
-                await self._latency.start()
+            for follower in self._followers():
+                await follower.start()
             if self.watch.alerts_topic is not None:
                 self._producer = AIOKafkaProducer(
                     **self._settings.kafka_client_kwargs(), acks="all", enable_idempotence=True
@@ -150,9 +171,17 @@ class Monitor:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
-        if self._latency is not None:
-            await self._latency.stop()
+        for follower in self._followers():
+            await follower.stop()
         await self._offsets.stop()
+
+    def _followers(self) -> list[ScoreLatency | ScoreDrift | InputQuality]:
+        followers: list[ScoreLatency | ScoreDrift | InputQuality] = list(self.quality.values())
+        if self._latency is not None:
+            followers.append(self._latency)
+        if self.drift is not None:
+            followers.append(self.drift)
+        return followers
 
     async def tick(self) -> MonitorReport:
         """Measure, evaluate, publish; one round of the loop."""
@@ -192,6 +221,15 @@ class Monitor:
         enough = latency is not None and latency.window_count >= self.config.latency_min_samples
         if latency is not None and latency.p99_ms is not None and enough:
             p99["fraud"] = latency.p99_ms / 1000.0
+        c = self.config
+        null_ratio: dict[str, float] = {}
+        for quality in self.quality.values():
+            null_ratio |= quality.null_ratios(c.quality_min_samples)
+        drift = self.drift.statistics(c.drift_min_samples) if self.drift is not None else {}
+        psi: dict[str, float] = {}
+        for columns in drift.values():
+            for column, (value, _, _) in columns.items():
+                psi[column] = max(value, psi.get(column, 0.0))
         signals = Signals(
             at=now,
             lag={g.group: float(g.lag) for g in groups},
@@ -201,6 +239,8 @@ class Monitor:
                 for fg, group in self.watch.feature_groups.items()
             },
             latency_p99_s=p99,
+            null_ratio=null_ratio,
+            psi=psi,
             input_rate={
                 t: rate for t in self.watch.volume_topics if (rate := rates.get(t)) is not None
             },
@@ -213,6 +253,8 @@ class Monitor:
             topic_totals={t: snapshot.total(t) for t in snapshot.end_offsets},
             groups=groups,
             latency=latency,
+            drift=drift,
+            quality=self.quality,
             events=events,
             firing=[(rule, subject, f.message) for rule, subject, f in self.evaluator.firing()],
         )
