@@ -27,6 +27,9 @@ from typing import Literal
 import numpy as np
 
 Kind = Literal["counter", "gauge", "histogram", "bulk_histogram"]
+# Where a metric is recorded: inside the Ray actors (exported by Ray's metrics agent, prefixed
+# ``ray_``) or by the monitor process (``rtml monitor --metrics-port``, prometheus_client).
+Source = Literal["actor", "monitor"]
 
 # Buckets (upper bounds) in base units.
 SECONDS_BUCKETS = (
@@ -49,11 +52,12 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
+    source: Source = "actor"
 
     @property
     def exported(self) -> str:
-        """The name Prometheus scrapes from Ray's metrics export port."""
-        return f"ray_{self.name}"
+        """The name Prometheus scrapes (Ray prefixes its custom metrics with ``ray_``)."""
+        return f"ray_{self.name}" if self.source == "actor" else self.name
 
     def series(self) -> list[str]:
         """Every series name this metric appears under in a scrape."""
@@ -65,8 +69,14 @@ class MetricSpec:
         return [base]
 
 
-def _spec(name: str, kind: Kind, help: str, *labels: str, buckets: tuple[float, ...] = ()):
+def _spec(
+    name: str, kind: Kind, help: str, *labels: str, buckets: tuple[float, ...] = ()
+) -> MetricSpec:
     return MetricSpec(name, kind, help, labels, buckets)
+
+
+def _monitor(name: str, kind: Kind, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, kind, help, labels, source="monitor")
 
 
 # -- the consumer pipelines (one series set per actor; sum them in PromQL) ---------------------
@@ -138,39 +148,50 @@ MODEL_INFO = _spec(
     "pipeline", "model_version",
 )  # fmt: skip
 
-# -- the monitor (rtml monitor: Kafka offsets, the output topics, the alert evaluator) --------
-GROUP_LAG = _spec(
+# -- the monitor (rtml monitor: Kafka offsets, the topics' contents, the alert evaluator) ----
+GROUP_LAG = _monitor(
     "rtml_group_lag_records", "gauge", "End offset minus committed offset, per partition.",
     "group", "topic", "partition",
 )  # fmt: skip
-TIME_TO_DRAIN = _spec(
-    "rtml_group_time_to_drain_seconds", "gauge",
-    "Lag divided by the net drain rate (-1: not draining).", "group", "topic",
+CONSUMER_STATUS = _monitor(
+    "rtml_consumer_status", "gauge",
+    "1 for a group's Burrow-style status (ok, stalled, not_draining, unknown).",
+    "group", "status",
 )  # fmt: skip
-TOPIC_RATE = _spec(
+TIME_TO_DRAIN = _monitor(
+    "rtml_group_time_to_drain_seconds", "gauge",
+    "Lag divided by the net drain rate (+Inf: not draining).", "group", "topic",
+)  # fmt: skip
+TOPIC_RATE = _monitor(
     "rtml_topic_records_per_second", "gauge", "Records appended per second.", "topic",
 )  # fmt: skip
-FIELD_NULL_RATIO = _spec(
+FEATURE_AGE = _monitor(
+    "rtml_feature_age_seconds", "gauge",
+    "Seconds since a feature group's writer last committed (the monitor's view).",
+    "feature_group",
+)  # fmt: skip
+FIELD_NULL_RATIO = _monitor(
     "rtml_field_null_ratio", "gauge", "Share of null or missing values of an input field.",
     "topic", "field",
 )  # fmt: skip
-FIELD_OUT_OF_RANGE = _spec(
-    "rtml_field_out_of_range_total", "counter", "Values outside the contract's bounds.",
-    "topic", "field",
+FIELD_REJECTED = _monitor(
+    "rtml_field_rejected_total", "counter",
+    "Sampled input values the contract rejects (out_of_range, invalid_type...), by field.",
+    "topic", "field", "reason",
 )  # fmt: skip
-SCHEMA_VERSIONS = _spec(
-    "rtml_schema_version_changes_total", "counter", "Changes of schema_version on a topic.",
-    "topic",
+SCHEMA_VERSION_CHANGES = _monitor(
+    "rtml_schema_version_changes_total", "counter",
+    "Changes of schema_version between consecutive sampled records of a topic.", "topic",
 )  # fmt: skip
-FEATURE_PSI = _spec(
+FEATURE_PSI = _monitor(
     "rtml_feature_psi", "gauge", "Population stability index vs the model's reference.",
     "model_version", "feature",
 )  # fmt: skip
-FEATURE_JS = _spec(
+FEATURE_JS = _monitor(
     "rtml_feature_js_divergence", "gauge", "Jensen-Shannon divergence (base 2) vs reference.",
     "model_version", "feature",
 )  # fmt: skip
-OPS_ALERT_FIRING = _spec(
+OPS_ALERT_FIRING = _monitor(
     "rtml_ops_alert_firing", "gauge", "1 while an in-process alert rule fires.", "rule", "subject",
 )  # fmt: skip
 

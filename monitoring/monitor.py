@@ -34,7 +34,7 @@ from monitoring.alerts import AlertEvaluator, Rule, Signals, default_rules
 from monitoring.lag import LagTracker, Status
 from monitoring.latency import LatencySummary, ScoreLatency
 from monitoring.quality import InputQuality, ScoreDrift
-from monitoring.topic_rates import OffsetMonitor, Snapshot
+from monitoring.topic_rates import OffsetMonitor, Snapshot, report
 from rtml.errors import ServiceUnavailable
 from rtml.settings import Settings
 
@@ -93,6 +93,7 @@ class GroupView:
     status: Status
     consumed_per_second: float | None
     time_to_drain_s: float | None
+    partitions: dict[int, int]  # partition -> lag
 
 
 @dataclass(frozen=True)
@@ -118,18 +119,24 @@ class Monitor:
         *,
         rules: Sequence[Rule] | None = None,
         clock: Callable[[], float] = time.time,
+        follow: bool = True,
+        log_events: bool = True,
     ) -> None:
+        """``follow=False`` reads offsets only (no latency, quality or drift followers);
+        ``log_events=False`` keeps state changes out of the log (a terminal view)."""
         self._settings = settings
         self.watch = watch or Watch.pipelines(settings)
         self.config = settings.rtml_monitoring
-        self.evaluator = AlertEvaluator(rules if rules is not None else default_rules(self.config))
+        self.evaluator = AlertEvaluator(
+            rules if rules is not None else default_rules(self.config), log_events=log_events
+        )
         self._clock = clock
         w = self.watch
         topics = sorted({*w.groups.values(), *w.volume_topics, *w.other_topics})
         self._offsets = OffsetMonitor(settings, topics, list(w.groups))
         self.lag = LagTracker(w.groups, window_s=self.config.consumer_window_s)
         self._latency: ScoreLatency | None = None
-        if w.scores_topic is not None:
+        if w.scores_topic is not None and follow:
             self._latency = ScoreLatency(
                 settings,
                 window_s=self.config.latency_window_s,
@@ -140,15 +147,15 @@ class Monitor:
         self.quality = {
             topic: InputQuality(settings, topic, event_type, window_s=c.quality_window_s)
             for topic, event_type in w.quality_topics.items()
+            if follow
         }
         self.drift: ScoreDrift | None = None
-        if w.scores_topic is not None and w.models_dir is not None:
+        if w.scores_topic is not None and w.models_dir is not None and follow:
             self.drift = ScoreDrift(
                 settings, w.scores_topic, w.models_dir, window_s=c.drift_window_s
             )
         self._producer: AIOKafkaProducer | None = None
         self._previous: Snapshot | None = None
-        self._previous_at = 0.0
         self._last_update: dict[str, float] = {}
         self._started_at = 0.0
 
@@ -188,33 +195,23 @@ class Monitor:
         snapshot = await self._offsets.snapshot()
         now = self._clock()
         self.lag.observe(snapshot)
-        previous, elapsed = self._previous, now - self._previous_at
-        rates: dict[str, float | None] = {}
-        for topic in snapshot.end_offsets:
-            if previous is not None and elapsed > 0:
-                rates[topic] = (snapshot.total(topic) - previous.total(topic)) / elapsed
-            else:
-                rates[topic] = None
+        rates = report(snapshot, self._previous, self.watch.groups)
+        self._previous = snapshot
         groups = []
-        for group, topic in self.watch.groups.items():
-            done = sum(snapshot.committed.get(group, {}).get(topic, {}).values())
-            consumed = None
-            if previous is not None and elapsed > 0:
-                before = sum(previous.committed.get(group, {}).get(topic, {}).values())
-                consumed = (done - before) / elapsed
-                if done > before:
-                    self._last_update[group] = now
+        for g in rates.groups:
+            if g.consumed_per_second:  # committed offsets moved: the features were written
+                self._last_update[g.group] = now
             groups.append(
                 GroupView(
-                    group,
-                    topic,
-                    self.lag.total(group),
-                    self.lag.group_status(group),
-                    consumed,
-                    self.lag.time_to_drain(group),
+                    g.group,
+                    g.topic,
+                    self.lag.total(g.group),
+                    self.lag.group_status(g.group),
+                    g.consumed_per_second,
+                    self.lag.time_to_drain(g.group),
+                    {p.partition: p.lag for p in self.lag.partitions(g.group)},
                 )
             )
-        self._previous, self._previous_at = snapshot, now
 
         latency = self._latency.summary() if self._latency is not None else None
         p99: dict[str, float] = {}
@@ -242,15 +239,17 @@ class Monitor:
             null_ratio=null_ratio,
             psi=psi,
             input_rate={
-                t: rate for t in self.watch.volume_topics if (rate := rates.get(t)) is not None
+                t.topic: t.per_second
+                for t in rates.topics
+                if t.topic in self.watch.volume_topics and t.per_second is not None
             },
         )
         events = self.evaluator.evaluate(signals)
         await self._publish(events)
         return MonitorReport(
             signals=signals,
-            topic_rates=rates,
-            topic_totals={t: snapshot.total(t) for t in snapshot.end_offsets},
+            topic_rates={t.topic: t.per_second for t in rates.topics},
+            topic_totals={t.topic: t.total for t in rates.topics},
             groups=groups,
             latency=latency,
             drift=drift,

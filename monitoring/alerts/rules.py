@@ -165,8 +165,9 @@ class _State:
 class AlertEvaluator:
     """Runs the rules on each tick's signals; returns the state changes as ``OpsAlert``s."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], *, log_events: bool = True) -> None:
         self.rules = list(rules)
+        self._log_events = log_events
         self._states: dict[tuple[str, str], _State] = {}
         self._last: dict[tuple[str, str], Finding] = {}
 
@@ -194,7 +195,7 @@ class AlertEvaluator:
                     if now - state.clear_since >= rule.resolve_s:
                         del self._states[key]
                         events.append(self._event(rule, subject, "resolved", finding, state, now))
-        for event in events:
+        for event in events if self._log_events else ():
             log.warning(
                 "ops alert %s %s [%s]: %s", event.state, event.rule, event.subject, event.message
             )
