@@ -220,8 +220,10 @@ class Monitor:
             p99["fraud"] = latency.p99_ms / 1000.0
         c = self.config
         null_ratio: dict[str, float] = {}
+        schema_drift: dict[str, float] = {}
         for quality in self.quality.values():
             null_ratio |= quality.null_ratios(c.quality_min_samples)
+            schema_drift |= quality.schema_drift()
         drift = self.drift.statistics(c.drift_min_samples) if self.drift is not None else {}
         psi: dict[str, float] = {}
         for columns in drift.values():
@@ -237,6 +239,7 @@ class Monitor:
             },
             latency_p99_s=p99,
             null_ratio=null_ratio,
+            schema_drift=schema_drift,
             psi=psi,
             input_rate={
                 t.topic: t.per_second

@@ -67,12 +67,14 @@ class InputQuality(_FromEnd):
         self._known = frozenset(event_type.__struct_fields__)
         self._window_s = window_s
         self._max = max_per_poll
-        self._slots: deque[tuple[float, int, Counter[str]]] = deque()  # (at, records, nulls)
+        # (at, records, nulls per field, schema drift: unknown fields and version changes)
+        self._slots: deque[tuple[float, int, Counter[str], Counter[str]]] = deque()
         self.rejected: Counter[str] = Counter()  # "field:reason", cumulative
         self.unknown_fields: Counter[str] = Counter()
         self.schema_versions: Counter[Any] = Counter()
         self.schema_version_changes = 0
         self._last_version: Any = None
+        self._drift_names: set[str] = set()
         self.records = 0
 
     def apply(self, records: Iterable[ConsumerRecord]) -> None:
@@ -80,6 +82,7 @@ class InputQuality(_FromEnd):
         if not records:
             return
         nulls: Counter[str] = Counter()
+        drift: Counter[str] = Counter()
         decode = self._decoder.decode
         for record in records:
             try:
@@ -97,17 +100,20 @@ class InputQuality(_FromEnd):
             self.schema_versions[version] += 1
             if self._last_version is not None and version != self._last_version:
                 self.schema_version_changes += 1
+                drift["schema_version"] += 1
             self._last_version = version
             for key in raw:
                 if key not in self._known:
                     self.unknown_fields[key] += 1
+                    drift[key] += 1
             try:
                 decode(record.value)
             except InvalidEvent as exc:
                 where = _FIELD.search(exc.message) or _MISSING.search(exc.message)
                 self.rejected[f"{where.group(1) if where else 'record'}:{exc.reason}"] += 1
         self.records += len(records)
-        self._slots.append((time.time(), len(records), nulls))
+        self._drift_names.update(drift)
+        self._slots.append((time.time(), len(records), nulls, drift))
         self._trim(time.time())
 
     def _trim(self, now: float) -> None:
@@ -117,13 +123,23 @@ class InputQuality(_FromEnd):
     def null_ratios(self, min_records: int = 1) -> dict[str, float]:
         """``"topic.field" -> share`` of null or missing values in the window."""
         self._trim(time.time())
-        total = sum(n for _, n, _ in self._slots)
+        total = sum(n for _, n, _, _ in self._slots)
         if total < min_records:
             return {}
         nulls: Counter[str] = Counter()
-        for _, _, counts in self._slots:
+        for _, _, counts, _ in self._slots:
             nulls.update(counts)
         return {f"{self.topic}.{name}": nulls[name] / total for name in self.fields}
+
+    def schema_drift(self) -> dict[str, float]:
+        """``"topic.field" -> count`` in the window of sampled records with a field the
+        contract lacks, and ``"topic.schema_version"`` -> changes of the version; names seen
+        before and absent from the window report 0, so a rule sees the drift end."""
+        self._trim(time.time())
+        seen: Counter[str] = Counter()
+        for _, _, _, drift in self._slots:
+            seen.update(drift)
+        return {f"{self.topic}.{name}": float(seen[name]) for name in self._drift_names}
 
 
 class _ScoreRow(msgspec.Struct):

@@ -40,6 +40,9 @@ class Signals:
     feature_age_s: dict[str, float] = field(default_factory=dict)  # feature group -> age
     latency_p99_s: dict[str, float] = field(default_factory=dict)  # pipeline -> p99
     null_ratio: dict[str, float] = field(default_factory=dict)  # "topic.field" -> share
+    # "topic.field" -> records with that unknown field in the window ("topic.schema_version":
+    # version changes)
+    schema_drift: dict[str, float] = field(default_factory=dict)
     psi: dict[str, float] = field(default_factory=dict)  # model feature (or "score") -> PSI
     input_rate: dict[str, float] = field(default_factory=dict)  # topic -> records/s
 
@@ -276,6 +279,15 @@ def default_rules(config: MonitoringConfig) -> list[Rule]:
             c.null_ratio,
             "{subject}: {value:.1%} null or missing (threshold {threshold:.1%})",
             for_s=c.for_s,
+            resolve_s=c.resolve_s,
+        ),
+        ThresholdRule(
+            "schema_drift",
+            lambda s: s.schema_drift,
+            0,
+            "{subject}: {value:,.0f} sampled records in the window (unknown field or "
+            "schema_version change)",
+            for_s=0.0,  # one record is news already; resolve_s keeps it from flapping
             resolve_s=c.resolve_s,
         ),
         ThresholdRule(

@@ -1,7 +1,8 @@
 """Data quality and drift alerts on the real broker: fraud-scores records carrying features
 from a shifted generator raise PSI above 0.2 against the artifact's reference and fire; input
-records with a missing field fire the null-ratio rule and count unknown fields, schema versions
-and out-of-range values; both resolve when the traffic is normal again."""
+records with a missing field fire the null-ratio rule, an added field and a schema_version
+change fire schema_drift, out-of-range values are counted by field; all resolve when the
+traffic is normal again."""
 
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ async def test_drift_and_null_ratio_fire_and_resolve(
         alerts_topic=alerts_topic,
     )
     # This test is about quality and drift; latency (of this test's own records) is not judged.
-    rules = [r for r in default_rules(config) if r.name in ("feature_drift_psi", "null_ratio")]
+    judged = ("feature_drift_psi", "null_ratio", "schema_drift")
+    rules = [r for r in default_rules(config) if r.name in judged]
     monitor = Monitor(settings, watch, rules=rules)
     await monitor.start()
     events: list[OpsAlert] = []
@@ -149,10 +151,14 @@ async def test_drift_and_null_ratio_fire_and_resolve(
 
         for _ in range(60):
             await traffic(shifted, broken=True, seconds=0.5)
-            if moved <= drifted() and states("null_ratio"):
+            if moved <= drifted() and states("null_ratio") and len(states("schema_drift")) == 2:
                 break
         assert moved <= drifted(), drifted()
         assert {e.subject for e in events if e.rule == "null_ratio"} == {f"{tx_topic}.merchant_id"}
+        assert {e.subject for e in events if e.rule == "schema_drift"} == {
+            f"{tx_topic}.extra_field",
+            f"{tx_topic}.schema_version",
+        }
         quality = monitor.quality[tx_topic]
         assert quality.unknown_fields["extra_field"] > 0
         assert quality.schema_version_changes > 0
@@ -164,6 +170,7 @@ async def test_drift_and_null_ratio_fire_and_resolve(
         assert monitor.evaluator.firing() == []
         assert set(states("feature_drift_psi")) == {"firing", "resolved"}
         assert states("null_ratio") == ["firing", "resolved"]
+        assert sorted(states("schema_drift")) == ["firing", "firing", "resolved", "resolved"]
     finally:
         await monitor.stop()
     published = [

@@ -129,6 +129,7 @@ def test_default_rules_cover_the_issue_with_its_thresholds() -> None:
         latency_p99_s={"fraud": 0.25},
         null_ratio={"transactions.amount": 0.5},
         psi={"amount_zscore": 0.3, "score": 0.05},
+        schema_drift={"transactions.device": 3.0, "transactions.schema_version": 0.0},
     )
     fired = {(e.rule, e.subject) for e in evaluator.evaluate(signals)}
     assert fired == {
@@ -138,6 +139,7 @@ def test_default_rules_cover_the_issue_with_its_thresholds() -> None:
         ("latency_p99", "fraud"),
         ("null_ratio", "transactions.amount"),
         ("feature_drift_psi", "amount_zscore"),
+        ("schema_drift", "transactions.device"),
     }
     quiet = Signals(
         at=1.0,
@@ -147,6 +149,7 @@ def test_default_rules_cover_the_issue_with_its_thresholds() -> None:
         latency_p99_s={"fraud": 0.05},
         null_ratio={"transactions.amount": 0.0},
         psi={"amount_zscore": 0.01},
+        schema_drift={"transactions.device": 0.0},
     )
     assert {e.state for e in evaluator.evaluate(quiet)} == {"resolved"}
     assert evaluator.firing() == []
