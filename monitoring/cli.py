@@ -99,6 +99,7 @@ def monitor_command(settings: Settings, args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.rtml_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # one line per subscription
     asyncio.run(_monitor(settings, args.duration, args.metrics_port))
     return 0
 

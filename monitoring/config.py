@@ -30,6 +30,10 @@ class MonitoringConfig(BaseModel):
     null_ratio: float = Field(default=0.05, gt=0, le=1)  # share of nulls of an input field
     quality_window_s: float = Field(default=60.0, gt=0)
     quality_min_samples: int = Field(default=200, ge=1)
+    # Share of an input's records with an unknown field (or schema_version changes per
+    # record) above which schema drift fires: a producer rolling out a new field trips it,
+    # the odd corrupt record does not.
+    schema_drift_ratio: float = Field(default=0.01, gt=0, le=1)
     psi: float = Field(default=0.2, gt=0)
     drift_window_s: float = Field(default=300.0, gt=0)
     drift_min_samples: int = Field(default=1_000, ge=10)

@@ -108,8 +108,10 @@ class LagTracker:
         return max(statuses, key=order.__getitem__, default="unknown")
 
     def time_to_drain(self, group: str) -> float | None:
-        """Seconds until the group's lag reaches zero at the window's net drain rate; 0 when
-        there is no lag, None when the lag is not shrinking."""
+        """Seconds until the group's lag reaches zero: at the window's net drain rate while the
+        lag shrinks; at the consume rate while the consumer keeps up (lag below one second of
+        its consumption, as when lag only wobbles between polls); 0 without lag; None when the
+        lag is not shrinking (falling behind or stopped)."""
         topic = self.group_topics[group]
         first: list[_Point] = []
         last: list[_Point] = []
@@ -124,7 +126,10 @@ class LagTracker:
         if elapsed <= 0:
             return None
         drained = (sum(p.lag for p in first) - lag) / elapsed
-        return lag / drained if drained > 0 else None
+        if drained > 0:
+            return lag / drained
+        consumed = (sum(p.committed for p in last) - sum(p.committed for p in first)) / elapsed
+        return lag / consumed if 0 < lag <= consumed else None
 
 
 def judge(points: list[_Point]) -> Status:

@@ -35,7 +35,7 @@ from monitoring.lag import LagTracker, Status
 from monitoring.latency import LatencySummary, ScoreLatency
 from monitoring.quality import InputQuality, ScoreDrift
 from monitoring.topic_rates import OffsetMonitor, Snapshot, report
-from rtml.errors import ServiceUnavailable
+from rtml.errors import RtmlError, ServiceUnavailable
 from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,11 @@ class Monitor:
 
     async def tick(self) -> MonitorReport:
         """Measure, evaluate, publish; one round of the loop."""
+        for follower in self._followers():
+            if follower.failed is not None:  # a bug, not an outage: say so loudly
+                raise RtmlError(
+                    f"following {follower.topic} failed: {follower.failed!r}"
+                ) from follower.failed
         snapshot = await self._offsets.snapshot()
         now = self._clock()
         self.lag.observe(snapshot)
@@ -223,7 +228,7 @@ class Monitor:
         schema_drift: dict[str, float] = {}
         for quality in self.quality.values():
             null_ratio |= quality.null_ratios(c.quality_min_samples)
-            schema_drift |= quality.schema_drift()
+            schema_drift |= quality.schema_drift(c.quality_min_samples)
         drift = self.drift.statistics(c.drift_min_samples) if self.drift is not None else {}
         psi: dict[str, float] = {}
         for columns in drift.values():

@@ -86,12 +86,16 @@ class InputQuality(_FromEnd):
         decode = self._decoder.decode
         for record in records:
             try:
+                decode(record.value)
+            except InvalidEvent as exc:
+                where = _FIELD.search(exc.message) or _MISSING.search(exc.message)
+                self.rejected[f"{where.group(1) if where else 'record'}:{exc.reason}"] += 1
+            try:
                 raw = msgspec.json.decode(record.value) if record.value is not None else None
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 raw = None
             if not isinstance(raw, dict):
                 nulls.update(self.fields)  # nothing readable: every field is missing
-                self.rejected["record:malformed_json"] += 1
                 continue
             for name in self.fields:
                 if raw.get(name) is None:
@@ -106,11 +110,6 @@ class InputQuality(_FromEnd):
                 if key not in self._known:
                     self.unknown_fields[key] += 1
                     drift[key] += 1
-            try:
-                decode(record.value)
-            except InvalidEvent as exc:
-                where = _FIELD.search(exc.message) or _MISSING.search(exc.message)
-                self.rejected[f"{where.group(1) if where else 'record'}:{exc.reason}"] += 1
         self.records += len(records)
         self._drift_names.update(drift)
         self._slots.append((time.time(), len(records), nulls, drift))
@@ -131,15 +130,18 @@ class InputQuality(_FromEnd):
             nulls.update(counts)
         return {f"{self.topic}.{name}": nulls[name] / total for name in self.fields}
 
-    def schema_drift(self) -> dict[str, float]:
-        """``"topic.field" -> count`` in the window of sampled records with a field the
-        contract lacks, and ``"topic.schema_version"`` -> changes of the version; names seen
-        before and absent from the window report 0, so a rule sees the drift end."""
+    def schema_drift(self, min_records: int = 1) -> dict[str, float]:
+        """``"topic.field" -> share`` of the window's sampled records that carry a field the
+        contract lacks, and ``"topic.schema_version"`` -> changes of the version per record;
+        names seen before and absent from the window report 0, so a rule sees the drift end."""
         self._trim(time.time())
+        total = sum(n for _, n, _, _ in self._slots)
+        if total < min_records:
+            return {}
         seen: Counter[str] = Counter()
         for _, _, _, drift in self._slots:
             seen.update(drift)
-        return {f"{self.topic}.{name}": float(seen[name]) for name in self._drift_names}
+        return {f"{self.topic}.{name}": seen[name] / total for name in self._drift_names}
 
 
 class _ScoreRow(msgspec.Struct):

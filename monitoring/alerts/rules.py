@@ -40,8 +40,8 @@ class Signals:
     feature_age_s: dict[str, float] = field(default_factory=dict)  # feature group -> age
     latency_p99_s: dict[str, float] = field(default_factory=dict)  # pipeline -> p99
     null_ratio: dict[str, float] = field(default_factory=dict)  # "topic.field" -> share
-    # "topic.field" -> records with that unknown field in the window ("topic.schema_version":
-    # version changes)
+    # "topic.field" -> share of the window's records with that unknown field
+    # ("topic.schema_version": version changes per record)
     schema_drift: dict[str, float] = field(default_factory=dict)
     psi: dict[str, float] = field(default_factory=dict)  # model feature (or "score") -> PSI
     input_rate: dict[str, float] = field(default_factory=dict)  # topic -> records/s
@@ -284,10 +284,10 @@ def default_rules(config: MonitoringConfig) -> list[Rule]:
         ThresholdRule(
             "schema_drift",
             lambda s: s.schema_drift,
-            0,
-            "{subject}: {value:,.0f} sampled records in the window (unknown field or "
-            "schema_version change)",
-            for_s=0.0,  # one record is news already; resolve_s keeps it from flapping
+            c.schema_drift_ratio,
+            "{subject}: in {value:.1%} of the records (unknown field or schema_version "
+            "change; threshold {threshold:.1%})",
+            for_s=c.for_s,
             resolve_s=c.resolve_s,
         ),
         ThresholdRule(

@@ -129,7 +129,7 @@ def test_default_rules_cover_the_issue_with_its_thresholds() -> None:
         latency_p99_s={"fraud": 0.25},
         null_ratio={"transactions.amount": 0.5},
         psi={"amount_zscore": 0.3, "score": 0.05},
-        schema_drift={"transactions.device": 3.0, "transactions.schema_version": 0.0},
+        schema_drift={"transactions.device": 0.5, "transactions.schema_version": 0.0},
     )
     fired = {(e.rule, e.subject) for e in evaluator.evaluate(signals)}
     assert fired == {

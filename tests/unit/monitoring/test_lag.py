@@ -51,3 +51,10 @@ def test_a_draining_or_caught_up_consumer_is_ok_with_a_time_to_drain() -> None:
 def test_old_points_leave_the_window() -> None:
     tracker = track([(t, 100 + t, 50 if t < 20 else 100 + t) for t in range(0, 40)])
     assert tracker.group_status("g") == "ok"  # caught up after t=20, the stall left the window
+
+
+def test_a_consumer_that_keeps_up_with_a_wobbling_lag_drains_within_a_second() -> None:
+    # 100 records/s in and out; the lag between polls wobbles around 20.
+    tracker = track([(t, 1000 + 100 * t, 980 + 100 * t - (t % 2) * 5) for t in range(0, 13)])
+    assert tracker.group_status("g") == "ok"
+    assert tracker.time_to_drain("g") == 20 / 100
