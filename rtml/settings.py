@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # Ray. None starts a local Ray instance with ray_num_cpus logical CPUs.
     ray_address: str | None = None
     ray_num_cpus: int = Field(default=8, ge=1)
+    # The port of the local Ray node's Prometheus endpoint (the consumer actors' and Serve
+    # replicas' metrics, ray_rtml_*). None: Ray picks a free one (see docs/monitoring.md).
+    ray_metrics_export_port: int | None = Field(default=None, gt=0, lt=65536)
 
     # rtml itself.
     rtml_topics: Topics = Field(default_factory=Topics)
