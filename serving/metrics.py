@@ -10,6 +10,8 @@ import, so importing this module costs nothing and needs no Ray.
 
 from __future__ import annotations
 
+import time
+
 REQUESTS = "rtml_serve_requests_total"  # Counter{deployment, outcome}: handle calls answered
 ROWS = "rtml_serve_rows_total"  # Counter{deployment}: rows (transactions, users) scored
 BATCH_ROWS = "rtml_serve_batch_rows"  # Histogram{deployment}: rows per forward pass
@@ -21,9 +23,11 @@ MODEL_RELOADS = "rtml_serve_model_reloads_total"  # Counter{deployment, outcome}
 HTTP_REQUESTS = "rtml_http_requests_total"  # Counter{route, status}
 HTTP_LATENCY_SECONDS = "rtml_http_latency_seconds"  # Histogram{route}
 FEATURE_SOURCE = "rtml_http_feature_rows_total"  # Counter{group, source}: online_store | request...
+# Histogram{group}: now minus the event time of stored feature rows read at prediction time.
+FEATURE_AGE_SECONDS = "rtml_http_feature_age_seconds"
 ALL_NAMES = (
     REQUESTS, ROWS, BATCH_ROWS, BATCH_REQUESTS, COMPUTE_SECONDS, LATENCY_SECONDS, MODEL_LOADED,
-    MODEL_RELOADS, HTTP_REQUESTS, HTTP_LATENCY_SECONDS, FEATURE_SOURCE,
+    MODEL_RELOADS, HTTP_REQUESTS, HTTP_LATENCY_SECONDS, FEATURE_SOURCE, FEATURE_AGE_SECONDS,
 )  # fmt: skip
 
 # Seconds (Prometheus base units); the callers measure in ms and the methods convert.
@@ -31,6 +35,7 @@ _SECONDS_BUCKETS = [
     0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.012, 0.02, 0.035, 0.05, 0.075, 0.1,
     0.2, 0.5, 1.0, 5.0,
 ]  # fmt: skip
+_AGE_BUCKETS = [1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 24 * 3600]
 _ROW_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 _REQUEST_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 
@@ -110,10 +115,24 @@ class HttpMetrics:
         self.feature_rows = metrics.Counter(
             FEATURE_SOURCE, "Feature rows used, by where they came from.", ("group", "source")
         )
+        self.feature_age = metrics.Histogram(
+            FEATURE_AGE_SECONDS,
+            "Age (now - event time) of stored feature rows read at prediction time.",
+            _AGE_BUCKETS,
+            ("group",),
+        )
 
     def answered(self, route: str, status: int, latency_ms: float) -> None:
         self.requests.inc(1, tags={"route": route, "status": str(status)})
         self.latency_seconds.observe(latency_ms / 1000.0, tags={"route": route})
+
+    def feature_ages(self, group: str, event_times_ms: list[int]) -> None:
+        """One observation per stored row a request used (a request holds a few)."""
+        now_ms = time.time() * 1000.0
+        for event_time in event_times_ms:
+            self.feature_age.observe(
+                max(0.0, (now_ms - event_time) / 1000.0), tags={"group": group}
+            )
 
     def sources(self, group: str, counts: dict[str, int]) -> None:
         for source, n in counts.items():

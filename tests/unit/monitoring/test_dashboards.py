@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from monitoring import metrics as m
+from serving import metrics as serving_metrics
 
 ROOT = Path(__file__).resolve().parents[3] / "monitoring"
 RULES = ROOT / "prometheus" / "rules.yml"
@@ -71,6 +72,9 @@ def test_every_defined_metric_is_on_the_dashboard() -> None:
     shown = {name for expr in dashboard_exprs() for name in names_in(expr)}
     for spec in m.ALL:
         assert shown & set(spec.series()), f"{spec.name} is on no panel"
+    for name in serving_metrics.ALL_NAMES:
+        series = {f"ray_{name}{suffix}" for suffix in ("", "_bucket", "_total")}
+        assert shown & series, f"{name} is on no panel"
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
