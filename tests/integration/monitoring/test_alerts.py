@@ -1,5 +1,5 @@
-"""The in-process alert evaluator on the real broker: induced lag/stall, staleness and a volume
-drop fire, resolve when the condition ends, and steady traffic stays quiet.
+"""The in-process alert evaluator on the real broker: induced lag/stall, staleness, a volume
+drop and a volume spike fire, resolve when the condition ends, and steady traffic stays quiet.
 
 A real consumer group (an aiokafka consumer that commits what it reads) and a real producer
 play the pipeline; the monitor sees them only through Kafka, as it sees the real pipelines.
@@ -25,16 +25,22 @@ from rtml.settings import Settings
 RATE = 200  # records/s
 
 
-async def produce(producer: AIOKafkaProducer, topic: str, on: asyncio.Event) -> None:
+async def produce(
+    producer: AIOKafkaProducer, topic: str, on: asyncio.Event, spike: asyncio.Event
+) -> None:
     n = 0
     while True:
         await on.wait()
         started = time.monotonic()
-        sent = [
-            await producer.send(topic, b"{}", key=str(n + i).encode()) for i in range(RATE // 10)
-        ]
+        step = RATE // 10
+        sent = [await producer.send(topic, b"{}", key=str(n + i).encode()) for i in range(step)]
+        if spike.is_set():  # ten times the rate, in a cheap record batch (a loaded machine)
+            batch = producer.create_batch()
+            for _ in range(10 * step):
+                batch.append(key=None, value=b"{}", timestamp=None)
+            sent.append(await producer.send_batch(batch, topic, partition=n % 2))
         await asyncio.gather(*sent)
-        n += RATE // 10
+        n += step
         await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
 
 
@@ -100,7 +106,7 @@ async def test_lag_stall_staleness_and_volume_drop_fire_and_resolve(
         interval_s=0.25,
         for_s=1.0,
         resolve_s=1.5,
-        lag_records=150,
+        lag_records=400,
         lag_for_s=1.0,
         consumer_window_s=2.5,
         staleness_s=2.5,
@@ -113,8 +119,9 @@ async def test_lag_stall_staleness_and_volume_drop_fire_and_resolve(
     producing, consuming = asyncio.Event(), asyncio.Event()
     producing.set()
     consuming.set()
+    spiking = asyncio.Event()
     tasks = [
-        asyncio.create_task(produce(producer, topic, producing)),
+        asyncio.create_task(produce(producer, topic, producing, spiking)),
         asyncio.create_task(consume(settings, topic, group, consuming)),
     ]
     watch = Watch(
@@ -160,6 +167,13 @@ async def test_lag_stall_staleness_and_volume_drop_fire_and_resolve(
             timeout_s=30,
         )
         assert monitor.evaluator.firing() == []
+
+        await ticks.run_for(5.0)  # a steady baseline again
+        spiking.set()
+        await ticks.until(has(("volume_spike", "firing")), timeout_s=30)
+        spiking.clear()
+        await ticks.until(has(("volume_spike", "resolved")), timeout_s=30)
+        assert monitor.evaluator.firing() == []
     finally:
         for task in tasks:
             task.cancel()
@@ -172,9 +186,13 @@ async def test_lag_stall_staleness_and_volume_drop_fire_and_resolve(
         msgspec.json.decode(r.value, type=OpsAlert) for r in await read_topic(alerts_topic)
     ]
     assert [(e.rule, e.subject, e.state) for e in published] == ticks.summary()
-    for rule in ("consumer_stalled", "consumer_lag", "volume_drop"):
+    for rule in ("consumer_stalled", "volume_drop", "volume_spike"):
         states = [e.state for e in published if e.rule == rule]
         assert states == ["firing", "resolved"], (rule, states)
+    # The spike may make a real lag episode of its own: each fired once and resolved.
+    lag_states = [e.state for e in published if e.rule == "consumer_lag"]
+    assert lag_states[:2] == ["firing", "resolved"]
+    assert lag_states == ["firing", "resolved"] * (len(lag_states) // 2)
     assert {r.key for r in await read_topic(alerts_topic)} >= {
         f"volume_drop:{topic}".encode(),
         f"consumer_stalled:{group}".encode(),
