@@ -93,14 +93,16 @@ async def test_drift_and_null_ratio_fire_and_resolve(
     rng = np.random.default_rng(0)
     write_manifest(tmp_path / "models", baseline, rng.beta(1, 20, 5_000))
     # Shuffled: a window of a few seconds must see a sample of the whole day, not an hour of it.
-    normal = rng.permutation(features_of(tmp_path, seed=1))
+    # Normal traffic is the reference's own world (a small world of another seed differs a
+    # little by itself, and a few seconds' window adds sampling noise on top).
+    normal = rng.permutation(baseline)
     shifted = rng.permutation(features_of(tmp_path, seed=2, txns_per_user_day=12.0))
     config = MonitoringConfig(
         interval_s=0.25,
         for_s=0.5,
         resolve_s=1.0,
         drift_window_s=3.0,
-        drift_min_samples=300,
+        drift_min_samples=200,
         quality_window_s=3.0,
         quality_min_samples=50,
     )
@@ -125,7 +127,7 @@ async def test_drift_and_null_ratio_fire_and_resolve(
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             sent = []
-            for _ in range(200):
+            for _ in range(120):
                 row = rows[n % len(rows)]
                 value = score_record(row, float(rng.beta(1, 20)), n)
                 sent.append(await producer.send(scores_topic, value, key=b"k%d" % (n % 7)))
@@ -140,7 +142,7 @@ async def test_drift_and_null_ratio_fire_and_resolve(
         return [e.state for e in events if e.rule == rule]
 
     try:
-        await traffic(normal, broken=False, seconds=5.0)
+        await traffic(normal, broken=False, seconds=4.0)
         assert events == [], [(e.rule, e.subject, e.state) for e in events]
         report = await monitor.tick()
         assert report.drift[VERSION]["amount"][0] < 0.2  # PSI is measured, and low
