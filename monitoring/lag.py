@@ -108,10 +108,10 @@ class LagTracker:
         return max(statuses, key=order.__getitem__, default="unknown")
 
     def time_to_drain(self, group: str) -> float | None:
-        """Seconds until the group's lag reaches zero: at the window's net drain rate while the
-        lag shrinks; at the consume rate while the consumer keeps up (lag below one second of
-        its consumption, as when lag only wobbles between polls); 0 without lag; None when the
-        lag is not shrinking (falling behind or stopped)."""
+        """Seconds to work off the group's lag: while the consumer keeps up (lag below one
+        second of its consumption: the lag between two polls), the lag over its consume rate;
+        with a real backlog, the lag over the window's net drain rate; 0 without lag; None when
+        a backlog is not shrinking (falling behind, or stopped)."""
         topic = self.group_topics[group]
         first: list[_Point] = []
         last: list[_Point] = []
@@ -125,11 +125,11 @@ class LagTracker:
         elapsed = max((p.at for p in last), default=0.0) - min((p.at for p in first), default=0.0)
         if elapsed <= 0:
             return None
-        drained = (sum(p.lag for p in first) - lag) / elapsed
-        if drained > 0:
-            return lag / drained
         consumed = (sum(p.committed for p in last) - sum(p.committed for p in first)) / elapsed
-        return lag / consumed if 0 < lag <= consumed else None
+        if 0 < lag <= consumed:
+            return lag / consumed
+        drained = (sum(p.lag for p in first) - lag) / elapsed
+        return lag / drained if drained > 0 else None
 
 
 def judge(points: list[_Point]) -> Status:
