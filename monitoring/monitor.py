@@ -155,6 +155,7 @@ class Monitor:
                 settings, w.scores_topic, w.models_dir, window_s=c.drift_window_s
             )
         self._producer: AIOKafkaProducer | None = None
+        self._unpublished: list[OpsAlert] = []
         self._previous: Snapshot | None = None
         self._last_update: dict[str, float] = {}
         self._started_at = 0.0
@@ -267,18 +268,26 @@ class Monitor:
         )
 
     async def _publish(self, events: list[OpsAlert]) -> None:
-        if not events or self._producer is None or self.watch.alerts_topic is None:
+        """Publishes ``events`` after any that an earlier tick could not publish, in order."""
+        if self._producer is None or self.watch.alerts_topic is None:
+            return
+        self._unpublished += events
+        if not self._unpublished:
             return
         topic = self.watch.alerts_topic
         try:
             sent = [
                 await self._producer.send(topic, encode(e), key=f"{e.rule}:{e.subject}".encode())
-                for e in events
+                for e in self._unpublished
             ]
             await asyncio.gather(*sent)
         except KafkaError as exc:
-            # The events are in the log already; the next state change is published again.
-            raise ServiceUnavailable("kafka", f"cannot publish to {topic}: {exc}") from exc
+            # Kept for the next tick (they are in the log already); a duplicate is possible if
+            # part of them was written, never a loss.
+            raise ServiceUnavailable(
+                "kafka", f"cannot publish {len(self._unpublished)} alert events to {topic}: {exc}"
+            ) from exc
+        self._unpublished = []
 
     async def run(self, stop: asyncio.Event, on_tick: Callable[[MonitorReport], None]) -> None:
         """Tick every ``interval_s`` until ``stop`` is set; a Kafka outage skips ticks."""
