@@ -208,10 +208,11 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 return
             batch_stats: BatchStats | None = getattr(self._pipeline, "batch_stats", None)
             if batch_stats is not None:
-                batch_stats.reset()
+                batch_stats.reset()  # what a failed batch left
             started = time.perf_counter()
             outputs = await self._pipeline.process(batches)
             processed = time.perf_counter()
+            measured = batch_stats.take() if batch_stats is not None else None
             counts = self._pipeline.output_partitions()
             await asyncio.gather(
                 *(
@@ -232,7 +233,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
             self.metrics.batch_committed(
                 {b.partition: b.records for b in batches},
                 outputs,
-                batch_stats,
+                measured,
                 process_s=processed - started,
                 produce_s=time.perf_counter() - processed,
                 committed_at_ms=time.time_ns() // 1_000_000,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from monitoring import metrics as m
 from monitoring.metrics import BucketCounts
 from monitoring.ray_export import RayExport
 
+T = TypeVar("T")
 _timestamp = attrgetter("timestamp")  # ConsumerRecord.timestamp: the input's append time (ms)
 _topic = attrgetter("topic")  # OutRecord.topic
 
@@ -46,6 +47,15 @@ class BatchStats:
         self.stages[stage] = self.stages.get(stage, 0.0) + (now - since)
         return now
 
+    async def timed(self, stage: str, work: Awaitable[T]) -> T:
+        """Awaits ``work``, adding its time to ``stage``; stages may overlap (a store write
+        beside a model call), so their sum can exceed the batch's processing time."""
+        started = time.perf_counter()
+        try:
+            return await work
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + (time.perf_counter() - started)
+
     def scored(self, model_version: str, scores: np.ndarray, alerts: int) -> None:
         self.model_version = model_version
         self.scores.append(np.asarray(scores, dtype=np.float64))
@@ -57,6 +67,15 @@ class BatchStats:
         self.model_version = None
         self.alerts = 0
         self.store_written = False
+
+    def take(self) -> BatchStats:
+        """This batch's measurements, and a reset for the next batch (which may be processed
+        while this one commits)."""
+        taken = BatchStats(
+            self.stages, self.scores, self.model_version, self.alerts, self.store_written
+        )
+        self.reset()
+        return taken
 
 
 class PipelineMetrics:
@@ -123,10 +142,9 @@ class PipelineMetrics:
         export.inc(m.BATCHES, 1, tags)
         export.observe(m.BATCH_RECORDS, size, tags)
 
-        stages = dict(stats.stages) if stats is not None else {}
-        inner = sum(stages.values())
-        # Whatever process() did beyond the stages the pipeline timed counts as "features".
-        stages["features"] = stages.get("features", 0.0) + max(0.0, process_s - inner)
+        # A pipeline that times nothing itself: its whole process() is "features".
+        stages = dict(stats.stages) if stats is not None and stats.stages else {}
+        stages = stages or {"features": process_s}
         stages["produce"] = produce_s
         for stage, seconds in stages.items():
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds

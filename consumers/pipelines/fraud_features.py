@@ -179,12 +179,11 @@ class FraudFeaturesPipeline:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
             lap = stats.lap("features", lap)
-        await self._store.write(GROUP, list(newest.values()))
+        await stats.timed("store_write", self._store.write(GROUP, list(newest.values())))
         stats.store_written = bool(newest)
-        lap = stats.lap("store_write", lap)
         if self._scorer is not None and pending:
-            scored = await self._scorer.score(encode_rows(pending), self._threshold)
-            lap = stats.lap("model_call", lap)
+            rows = encode_rows(pending)
+            scored = await stats.timed("model_call", self._scorer.score(rows, self._threshold))
             scores = np.asarray(scored.scores, dtype=np.float64)
             stats.scored(scored.model_version, scores, int((scores >= self._threshold).sum()))
             scored_outputs = score_outputs(

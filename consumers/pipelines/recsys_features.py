@@ -164,13 +164,11 @@ class RecsysFeaturesPipeline:
                 key = f"{batch.partition}:{delta.slice_start_ms}".encode()
                 out.append(OutRecord(self.slices_topic, key, encode_delta(delta), now_ms, 0))
             lap = stats.lap("features", lap)
-        await self._store.write(GROUP, list(newest.values()))
-        await self._maybe_write_popularity()
+        await stats.timed("store_write", self._store.write(GROUP, list(newest.values())))
+        await stats.timed("store_write", self._maybe_write_popularity())
         stats.store_written = bool(newest)
-        lap = stats.lap("store_write", lap)
         if refresh:
-            await self._refresh_recommendations(refresh, outputs)
-            stats.lap("model_call", lap)
+            await stats.timed("model_call", self._refresh_recommendations(refresh, outputs))
         return outputs
 
     async def _refresh_recommendations(

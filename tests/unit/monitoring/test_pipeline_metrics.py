@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ def test_one_batch_costs_one_call_per_counter_and_stage_and_bucket_set() -> None
     export = RecordingExport()
     metrics = PipelineMetrics("fraud", "g", "tx", feature_group="fraud", export=export)
     stats = BatchStats()
-    stats.stages = {"decode": 0.01, "store_write": 0.02, "model_call": 0.03}
+    stats.stages = {"decode": 0.01, "features": 0.04, "store_write": 0.02, "model_call": 0.03}
     stats.store_written = True
     stats.scored("fraud-v1", np.array([0.1, 0.9, 0.95]), alerts=2)
     consumed = {0: [Rec(1_000), Rec(1_050)], 3: [Rec(1_100)]}
@@ -91,7 +92,7 @@ def test_one_batch_costs_one_call_per_counter_and_stage_and_bucket_set() -> None
     assert produced == {"scores": 3, "dead-letter": 1}
     stages = {t["stage"]: v for v, t in export.named("observe", m.STAGE_SECONDS.name)}
     assert set(stages) == {"decode", "features", "store_write", "model_call", "produce"}
-    assert stages["features"] == pytest.approx(0.1 - 0.06)  # the untimed rest of process()
+    assert stages["features"] == 0.04 and stages["produce"] == 0.02
     assert export.named("observe", m.BATCH_RECORDS.name)[0][0] == 3
     assert export.named("buckets", m.END_TO_END_SECONDS.name)[0][0] == 3
     assert export.named("inc", m.PREDICTIONS.name)[0][0] == 3
@@ -106,7 +107,8 @@ def test_one_batch_costs_one_call_per_counter_and_stage_and_bucket_set() -> None
     assert 0.1 <= summary["end_to_end_seconds"]["p99"] <= 0.2  # latencies 0.1 to 0.2 s
     assert summary["feature_last_update_s"] == 1.2
 
-    # A second batch exports only the increments of the pipeline's cumulative counters.
+    # A second batch exports only the increments of the pipeline's cumulative counters; a
+    # pipeline that timed no stage has all of process() as "features".
     export.calls.clear()
     metrics.batch_committed(
         {0: [Rec(2_000)]},
@@ -122,6 +124,22 @@ def test_one_batch_costs_one_call_per_counter_and_stage_and_bucket_set() -> None
     ]
     assert export.named("inc", m.LATE_EVENTS.name) == []
     assert export.named("set", m.FEATURE_LAST_UPDATE.name) == []  # nothing written this time
+    stages = {t["stage"]: v for v, t in export.named("observe", m.STAGE_SECONDS.name)}
+    assert stages == {"features": 0.01, "produce": 0.01}
+
+
+async def test_batch_stats_time_overlapping_stages_and_hand_over_per_batch() -> None:
+    stats = BatchStats()
+    await asyncio.gather(
+        stats.timed("store_write", asyncio.sleep(0.01)),
+        stats.timed("model_call", asyncio.sleep(0.01)),
+    )
+    stats.scored("v", np.array([0.5]), 0)
+    taken = stats.take()
+    assert set(taken.stages) == {"store_write", "model_call"}
+    assert all(v >= 0.01 for v in taken.stages.values())
+    assert taken.model_version == "v" and len(taken.scores) == 1
+    assert stats.stages == {} and stats.scores == [] and stats.model_version is None
 
 
 def test_metric_names_follow_prometheus_conventions() -> None:
