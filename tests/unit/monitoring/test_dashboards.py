@@ -107,3 +107,22 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
         [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_rules_file_thresholds_match_the_in_process_defaults() -> None:
+    """The two alerting paths judge by the same numbers (change both together)."""
+    from monitoring.config import MonitoringConfig
+
+    c = MonitoringConfig()
+    exprs = rule_exprs()
+    expected = {
+        "RtmlConsumerLagHigh": f"> {c.lag_records}",
+        "RtmlFeaturesStale": f"> {c.staleness_s:g}",
+        "RtmlEndToEndLatencyP99High": f"> {c.latency_p99_s:g}",
+        "RtmlFieldNullRatioHigh": f"> {c.null_ratio:g}",
+        "RtmlFeatureDrift": f"> {c.psi:g}",
+        "RtmlVolumeDrop": f"< {c.volume_drop_factor:g} *",
+        "RtmlVolumeSpike": f"> {c.volume_spike_factor:g} *",
+    }
+    for alert, text in expected.items():
+        assert text in " ".join(exprs[alert].split()), (alert, text, exprs[alert])
