@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
     )
     monitor.add_argument("--duration", type=_positive, help="stop after this many seconds")
     monitor.add_argument(
-        "--metrics-port", type=int, help="serve the monitor's metrics on 127.0.0.1:PORT/metrics"
+        "--metrics-port", type=_port, help="serve the monitor's metrics on 127.0.0.1:PORT/metrics"
     )
     monitor.set_defaults(run=monitor_command)
 
@@ -59,6 +59,12 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (1-65535), got {text!r}")
+    return int(text)
 
 
 def status_command(settings: Settings, args: argparse.Namespace) -> int:
