@@ -82,6 +82,7 @@ class ConsumerActor:
             "partitions": self._runner.assigned,
             **asdict(self._runner.stats),
             "pipeline": self._runner.pipeline.stats(),
+            "metrics": self._runner.metrics.summary(),
         }
 
     async def pid(self) -> int:

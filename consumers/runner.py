@@ -40,6 +40,7 @@ from consumers.partition_session import (
     PartitionSession,
     records_after,
 )
+from monitoring.pipeline_metrics import BatchStats, PipelineMetrics
 from rtml.errors import RtmlError
 from rtml.settings import Settings
 
@@ -61,6 +62,9 @@ class Pipeline(Protocol):
     group_id: str
     input_topic: str
     changelog_topic: str | None  # None: a stateless pipeline
+    # Optional, for metrics: ``name`` (the pipeline label, default the group id),
+    # ``feature_group`` (its online-store group, for freshness) and ``batch_stats`` (a
+    # ``BatchStats`` the pipeline fills with stage times and scores during ``process``).
 
     def new_processor(self, partition: int) -> PartitionProcessor: ...
 
@@ -129,6 +133,12 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self._listener_error: BaseException | None = None
         self._inflight: asyncio.Task[None] | None = None  # the previous batch's commit
         self.stats = RunnerStats()
+        self.metrics = PipelineMetrics(
+            getattr(pipeline, "name", pipeline.group_id),
+            pipeline.group_id,
+            pipeline.input_topic,
+            feature_group=getattr(pipeline, "feature_group", None),
+        )
 
     @property
     def assigned(self) -> list[int]:
@@ -171,6 +181,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     backoff = 0.5
                 except (KafkaError, RtmlError, OSError) as exc:
                     self.stats.failures += 1
+                    self.metrics.batch_failed()
                     log.warning("batch failed (%s); recovering from committed state", exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -209,9 +220,13 @@ class ConsumerRunner(ConsumerRebalanceListener):
             if not batches:
                 self._update_lag(consumer)
                 return
+            batch_stats: BatchStats | None = getattr(self._pipeline, "batch_stats", None)
+            if batch_stats is not None:
+                batch_stats.reset()  # what a failed batch left
             started = time.perf_counter()
             outputs = await self._pipeline.process(batches)
             processed = time.perf_counter()
+            measured = batch_stats.take() if batch_stats is not None else None
             # The previous batch must be committed before this one's transactions begin.
             await self._settle_commits()
             counts = self._pipeline.output_partitions()
@@ -219,14 +234,20 @@ class ConsumerRunner(ConsumerRebalanceListener):
             for session, b in zip(sessions, batches, strict=True):
                 session.snapshot(outputs.get(b.partition, ()), b.records[-1].offset + 1, counts)
             size = sum(len(b.records) for b in batches)
+            records = {b.partition: b.records for b in batches}
             self._inflight = asyncio.create_task(
-                self._commit(sessions, size, started, processed, poll_seconds)
+                self._commit(
+                    sessions, records, outputs, measured, size, started, processed, poll_seconds
+                )
             )
             self._update_lag(consumer)
 
     async def _commit(
         self,
         sessions: list[PartitionSession],
+        records: dict[int, Sequence[ConsumerRecord]],
+        outputs: dict[int, list[OutRecord]],
+        measured: BatchStats | None,
         size: int,
         started: float,
         processed: float,
@@ -235,6 +256,15 @@ class ConsumerRunner(ConsumerRebalanceListener):
         """Commit a processed batch: one transaction per input partition, concurrently."""
         await asyncio.gather(*(s.commit_snapshot(self._pipeline.group_id) for s in sessions))
         committed = time.perf_counter()
+        self.metrics.batch_committed(
+            records,
+            outputs,
+            measured,
+            process_s=processed - started,
+            produce_s=committed - processed,
+            committed_at_ms=time.time_ns() // 1_000_000,
+            pipeline_stats=self._pipeline.stats(),
+        )
         stats = self.stats
         stats.records += size
         stats.batches += 1
@@ -260,7 +290,9 @@ class ConsumerRunner(ConsumerRebalanceListener):
         for partition, session in self._sessions.items():
             highwater = consumer.highwater(session.tp)
             if highwater is not None:
-                self.stats.lag[partition] = max(0, highwater - session.next_offset)
+                lag = max(0, highwater - session.next_offset)
+                self.stats.lag[partition] = lag
+                self.metrics.lag(partition, lag)
 
     async def _recover(self, consumer: AIOKafkaConsumer) -> None:
         """Drop every session; the next poll reopens them from changelog and committed offset."""

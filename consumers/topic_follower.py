@@ -82,6 +82,14 @@ class TopicFollower(ABC):
                 log.warning("following %s: %s", self.topic, exc)
                 await asyncio.sleep(1.0)
 
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that ended the following task, if it died (``apply`` raised)."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

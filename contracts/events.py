@@ -190,4 +190,24 @@ class DeadLetter(msgspec.Struct, frozen=True):
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 
+class OpsAlert(msgspec.Struct, frozen=True):
+    """An operational alert changing state. Topic ``ops-alerts``, key ``{rule}:{subject}``.
+
+    One ``firing`` record when a rule's condition has held for its ``for`` duration, one
+    ``resolved`` record when it has been clear for its resolve duration; nothing in between.
+    ``value`` is the signal when the state changed, ``threshold`` what it was compared with.
+    """
+
+    rule: Label
+    subject: Annotated[str, Meta(min_length=1, max_length=256)]
+    state: Literal["firing", "resolved"]
+    severity: Literal["warning", "critical"]
+    value: float | None
+    threshold: float | None
+    message: Annotated[str, Meta(max_length=1000)]
+    started_at: EpochMs  # when the condition began (the firing's start, for both states)
+    at: EpochMs  # when this state change was decided
+    schema_version: SchemaVersion = SCHEMA_VERSION
+
+
 InputEvent = Transaction | UserEvent | UserProfile

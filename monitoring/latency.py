@@ -36,13 +36,21 @@ class LatencySummary:
     p95_ms: float | None
     p99_ms: float | None
     alerts: int
+    window_count: int = 0  # scores in the window the percentiles are over
 
 
 class ScoreLatency(TopicFollower):
     """Follows fraud-scores from its current end; ``summary()`` is cheap."""
 
-    def __init__(self, settings: Settings, *, window_s: float = 30.0, threshold: float) -> None:
-        super().__init__(settings, settings.rtml_topics.fraud_scores.name)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        window_s: float = 30.0,
+        threshold: float,
+        topic: str | None = None,
+    ) -> None:
+        super().__init__(settings, topic or settings.rtml_topics.fraud_scores.name)
         self._window_s = window_s
         self._threshold = threshold
         self._samples: deque[tuple[float, float]] = deque()  # (read at, latency ms)
@@ -74,7 +82,9 @@ class ScoreLatency(TopicFollower):
             return LatencySummary(self.count, None, None, None, self.alerts)
         values = np.fromiter((lat for _, lat in self._samples), dtype=np.float64)
         p50, p95, p99 = np.percentile(values, [50, 95, 99])
-        return LatencySummary(self.count, float(p50), float(p95), float(p99), self.alerts)
+        return LatencySummary(
+            self.count, float(p50), float(p95), float(p99), self.alerts, values.size
+        )
 
 
 def format_latency(summary: LatencySummary) -> str:

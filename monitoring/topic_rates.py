@@ -7,9 +7,11 @@ differences between two snapshots, so the first snapshot shows totals only.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -97,7 +99,7 @@ class OffsetMonitor:
             ends = await self._consumer.end_offsets(self._partitions) if self._partitions else {}
             committed: dict[str, dict[str, dict[int, int]]] = {}
             for group in self._groups:
-                offsets = await self._admin.list_consumer_group_offsets(group)
+                offsets = await self._group_offsets(group)
                 by_topic: dict[str, dict[int, int]] = {}
                 for tp, meta in offsets.items():
                     if meta.offset >= 0:
@@ -109,6 +111,19 @@ class OffsetMonitor:
         for tp, end in ends.items():
             by_topic_end.setdefault(tp.topic, {})[tp.partition] = end
         return Snapshot(time.monotonic(), by_topic_end, committed)
+
+    async def _group_offsets(self, group: str, attempts: int = 10) -> dict[TopicPartition, Any]:
+        """A group's committed offsets; retries while the broker finds the coordinator (on a
+        fresh broker, the offsets topic is created by the first lookup)."""
+        assert self._admin is not None
+        for attempt in range(attempts):
+            try:
+                return await self._admin.list_consumer_group_offsets(group)
+            except KafkaError as exc:
+                if not exc.retriable or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
 
 
 def report(current: Snapshot, previous: Snapshot | None, group_inputs: dict[str, str]) -> Report:

@@ -39,6 +39,8 @@ def init_ray(settings: Settings, *, dashboard: bool = False, **overrides: Any) -
             "include_dashboard": dashboard,
             "object_store_memory": 512 * 1024 * 1024,
         }
+        if settings.ray_metrics_export_port is not None:
+            kwargs["_metrics_export_port"] = settings.ray_metrics_export_port
     kwargs |= overrides
     try:
         ray.init(**kwargs)

@@ -31,6 +31,7 @@ from pydantic_settings import (
 
 from features.config import FeatureConfig
 from features.patterns.language import DEFAULT_RULES_PATH
+from monitoring.config import MonitoringConfig
 
 _SECRET_FILES = ("kafka_sasl_password", "redis_password", "rtml_api_key")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -206,6 +207,9 @@ class Settings(BaseSettings):
     # Ray. None starts a local Ray instance with ray_num_cpus logical CPUs.
     ray_address: str | None = None
     ray_num_cpus: int = Field(default=8, ge=1)
+    # The port of the local Ray node's Prometheus endpoint (the consumer actors' and Serve
+    # replicas' metrics, ray_rtml_*). None: Ray picks a free one (see docs/monitoring.md).
+    ray_metrics_export_port: int | None = Field(default=None, gt=0, lt=65536)
 
     # rtml itself.
     rtml_topics: Topics = Field(default_factory=Topics)
@@ -259,6 +263,9 @@ class Settings(BaseSettings):
                 except OSError as exc:
                     raise ValueError(f"{secret}_file: cannot read {path}: {exc.strerror}") from None
         return merged
+
+    # The in-process alert rules' thresholds and timings (`rtml monitor`, docs/monitoring.md).
+    rtml_monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

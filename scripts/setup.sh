@@ -25,6 +25,20 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+# Optional: promtool (Debian package prometheus) lets the tests check the Prometheus alert rules
+# (monitoring/prometheus/); without it those tests skip. Its server is not used: stop it.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing promtool (apt-get package prometheus, optional)"
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  if DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; then
+    ($SUDO systemctl disable --now prometheus >/dev/null 2>&1 || $SUDO service prometheus stop >/dev/null 2>&1 || true)
+  else
+    echo "setup: promtool not installed; the rules tests that need it skip"
+  fi
+fi
+
 java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 if [ -z "$java_major" ] || [ "$java_major" -lt 17 ]; then
   echo "setup: Java 17 or newer is required (found: ${java_major:-none})" >&2

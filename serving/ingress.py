@@ -138,6 +138,11 @@ class Ingress:
         transactions = decoded.transactions
         features = await read_fraud_features(self._store, transactions, self._feature_config)
         self._metrics.sources("fraud", dict(Counter(features.sources)))
+        self._metrics.feature_ages(
+            "fraud",
+            [t for t, src in zip(features.event_times, features.sources, strict=True)
+             if src == "online_store"],
+        )  # fmt: skip
         scored = await self._fraud.score.remote(FraudScoreRequest(features.rows, threshold))
         results = [
             ScoredTransaction(
@@ -165,6 +170,7 @@ class Ingress:
             items = [ScoredItem(item, float(count)) for item, count in top]
             return _json(RecommendationsBody(user_id, k, "popularity", None, None, items))
         self._metrics.sources("recsys", {"online_store": 1})
+        self._metrics.feature_ages("recsys", [user.event_time])
         response = await self._recommender.recommend.remote(RecommendRequest([user.row], k))
         return _json(
             RecommendationsBody(

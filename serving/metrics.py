@@ -10,19 +10,32 @@ import, so importing this module costs nothing and needs no Ray.
 
 from __future__ import annotations
 
-REQUESTS = "rtml_serve_requests"  # Counter{deployment, outcome}: handle calls answered
-ROWS = "rtml_serve_rows"  # Counter{deployment}: rows (transactions, users) scored
+import time
+
+REQUESTS = "rtml_serve_requests_total"  # Counter{deployment, outcome}: handle calls answered
+ROWS = "rtml_serve_rows_total"  # Counter{deployment}: rows (transactions, users) scored
 BATCH_ROWS = "rtml_serve_batch_rows"  # Histogram{deployment}: rows per forward pass
 BATCH_REQUESTS = "rtml_serve_batch_requests"  # Histogram{deployment}: requests coalesced
-COMPUTE_MS = "rtml_serve_compute_ms"  # Histogram{deployment}: forward pass (+ explain) time
-LATENCY_MS = "rtml_serve_latency_ms"  # Histogram{deployment}: handle call, inside the replica
+COMPUTE_SECONDS = "rtml_serve_compute_seconds"  # Histogram{deployment}: forward pass (+ explain)
+LATENCY_SECONDS = "rtml_serve_latency_seconds"  # Histogram{deployment}: call, inside the replica
 MODEL_LOADED = "rtml_serve_model_loaded"  # Gauge{deployment, version}: 1 for the loaded one
-MODEL_RELOADS = "rtml_serve_model_reloads"  # Counter{deployment, outcome}: ok | failed
-HTTP_REQUESTS = "rtml_http_requests"  # Counter{route, status}
-HTTP_LATENCY_MS = "rtml_http_latency_ms"  # Histogram{route}
-FEATURE_SOURCE = "rtml_http_feature_rows"  # Counter{group, source}: online_store | request...
+MODEL_RELOADS = "rtml_serve_model_reloads_total"  # Counter{deployment, outcome}: ok | failed
+HTTP_REQUESTS = "rtml_http_requests_total"  # Counter{route, status}
+HTTP_LATENCY_SECONDS = "rtml_http_latency_seconds"  # Histogram{route}
+FEATURE_SOURCE = "rtml_http_feature_rows_total"  # Counter{group, source}: online_store | request...
+# Histogram{group}: now minus the event time of stored feature rows read at prediction time.
+FEATURE_AGE_SECONDS = "rtml_http_feature_age_seconds"
+ALL_NAMES = (
+    REQUESTS, ROWS, BATCH_ROWS, BATCH_REQUESTS, COMPUTE_SECONDS, LATENCY_SECONDS, MODEL_LOADED,
+    MODEL_RELOADS, HTTP_REQUESTS, HTTP_LATENCY_SECONDS, FEATURE_SOURCE, FEATURE_AGE_SECONDS,
+)  # fmt: skip
 
-_MS_BUCKETS = [0.25, 0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 75, 100, 200, 500, 1000, 5000]
+# Seconds (Prometheus base units); the callers measure in ms and the methods convert.
+_SECONDS_BUCKETS = [
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.008, 0.012, 0.02, 0.035, 0.05, 0.075, 0.1,
+    0.2, 0.5, 1.0, 5.0,
+]  # fmt: skip
+_AGE_BUCKETS = [1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 24 * 3600]
 _ROW_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 _REQUEST_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 
@@ -44,11 +57,11 @@ class ModelMetrics:
         self.batch_requests = metrics.Histogram(
             BATCH_REQUESTS, "Requests per forward pass.", _REQUEST_BUCKETS, ("deployment",)
         )
-        self.compute_ms = metrics.Histogram(
-            COMPUTE_MS, "Forward pass time (ms).", _MS_BUCKETS, ("deployment",)
+        self.compute_seconds = metrics.Histogram(
+            COMPUTE_SECONDS, "Forward pass time.", _SECONDS_BUCKETS, ("deployment",)
         )
-        self.latency_ms = metrics.Histogram(
-            LATENCY_MS, "Call time inside the replica (ms).", _MS_BUCKETS, ("deployment",)
+        self.latency_seconds = metrics.Histogram(
+            LATENCY_SECONDS, "Call time inside the replica.", _SECONDS_BUCKETS, ("deployment",)
         )
         self.model_loaded = metrics.Gauge(
             MODEL_LOADED, "1 for the model version a replica serves.", ("deployment", "version")
@@ -61,8 +74,8 @@ class ModelMetrics:
             self.rows,
             self.batch_rows,
             self.batch_requests,
-            self.compute_ms,
-            self.latency_ms,
+            self.compute_seconds,
+            self.latency_seconds,
             self.model_loaded,
             self.reloads,
         ):
@@ -72,11 +85,11 @@ class ModelMetrics:
         self.rows.inc(rows)
         self.batch_rows.observe(rows)
         self.batch_requests.observe(requests)
-        self.compute_ms.observe(compute_ms)
+        self.compute_seconds.observe(compute_ms / 1000.0)
 
     def answered(self, outcome: str, latency_ms: float) -> None:
         self.requests.inc(1, tags={"outcome": outcome})
-        self.latency_ms.observe(latency_ms)
+        self.latency_seconds.observe(latency_ms / 1000.0)
 
     def swapped(self, old: str | None, new: str) -> None:
         if old is not None and old != new:
@@ -96,16 +109,30 @@ class HttpMetrics:
         self.requests = metrics.Counter(
             HTTP_REQUESTS, "HTTP requests, by route and status.", ("route", "status")
         )
-        self.latency_ms = metrics.Histogram(
-            HTTP_LATENCY_MS, "HTTP request time in the ingress (ms).", _MS_BUCKETS, ("route",)
+        self.latency_seconds = metrics.Histogram(
+            HTTP_LATENCY_SECONDS, "HTTP request time in the ingress.", _SECONDS_BUCKETS, ("route",)
         )
         self.feature_rows = metrics.Counter(
             FEATURE_SOURCE, "Feature rows used, by where they came from.", ("group", "source")
         )
+        self.feature_age = metrics.Histogram(
+            FEATURE_AGE_SECONDS,
+            "Age (now - event time) of stored feature rows read at prediction time.",
+            _AGE_BUCKETS,
+            ("group",),
+        )
 
     def answered(self, route: str, status: int, latency_ms: float) -> None:
         self.requests.inc(1, tags={"route": route, "status": str(status)})
-        self.latency_ms.observe(latency_ms, tags={"route": route})
+        self.latency_seconds.observe(latency_ms / 1000.0, tags={"route": route})
+
+    def feature_ages(self, group: str, event_times_ms: list[int]) -> None:
+        """One observation per stored row a request used (a request holds a few)."""
+        now_ms = time.time() * 1000.0
+        for event_time in event_times_ms:
+            self.feature_age.observe(
+                max(0.0, (now_ms - event_time) / 1000.0), tags={"group": group}
+            )
 
     def sources(self, group: str, counts: dict[str, int]) -> None:
         for source, n in counts.items():

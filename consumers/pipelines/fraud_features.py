@@ -22,6 +22,7 @@ import time
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from consumers.partition_session import OutRecord
 from consumers.pipelines.fraud_partition import FraudPartition
@@ -40,6 +41,7 @@ from contracts.events import PatternAlert, Transaction, UserProfile
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
 from features.patterns import PatternEngine, load_rules
+from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
@@ -58,6 +60,9 @@ class FeatureRow(msgspec.Struct, frozen=True):
 
 
 class FraudFeaturesPipeline:
+    name = "fraud"
+    feature_group = GROUP
+
     def __init__(
         self,
         settings: Settings,
@@ -105,6 +110,7 @@ class FraudFeaturesPipeline:
         }
         self.late = 0
         self.pattern_alerts = 0
+        self.batch_stats = BatchStats()
 
     def changelog_spec(self) -> TopicSpec:
         return TopicSpec(
@@ -152,9 +158,12 @@ class FraudFeaturesPipeline:
         outputs: dict[int, list[OutRecord]] = {}
         newest: dict[str, tuple[str, int, bytes]] = {}
         pending: list[PendingScore] = []
+        stats = self.batch_stats
+        lap = time.perf_counter()
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
             transactions, sources = self._intake.decode(batch.records, out)
+            lap = stats.lap("decode", lap)
             if not transactions:
                 continue
             profiles = self._profiles_of(transactions)
@@ -202,13 +211,24 @@ class FraudFeaturesPipeline:
                 if self._emit:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
-        write = self._store.write(GROUP, list(newest.values()))
+            lap = stats.lap("features", lap)
+        write = stats.timed("store_write", self._store.write(GROUP, list(newest.values())))
+        stats.store_written = bool(newest)
         if self._scorer is not None and pending:
             # The online-store write and the model call are independent: overlap them.
             _, (chunks, poisoned) = await asyncio.gather(
-                write, score_isolating_poison(self._scorer, pending, self._threshold)
+                write,
+                stats.timed(
+                    "model_call", score_isolating_poison(self._scorer, pending, self._threshold)
+                ),
             )
             scored_at = time.time_ns() // 1_000_000
+            if chunks:
+                scores = np.concatenate(
+                    [np.asarray(scored.scores, dtype=np.float64) for _, scored in chunks]
+                )
+                alerts = int((scores >= self._threshold).sum())
+                stats.scored(chunks[0][1].model_version, scores, alerts)
             for chunk, scored in chunks:
                 scored_outputs = score_outputs(
                     chunk,

@@ -13,6 +13,7 @@ from consumers.pipelines.dead_letters import DeadLetters
 from consumers.runner import PartitionBatch
 from contracts.codec import EventDecoder
 from contracts.events import UserProfile
+from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings
 from store.online import OnlineStore
@@ -30,6 +31,9 @@ class _Stateless:
 
 
 class ProfilesPipeline:
+    name = "profiles"
+    feature_group = GROUP
+
     def __init__(
         self,
         settings: Settings,
@@ -46,6 +50,7 @@ class ProfilesPipeline:
         self._decoder = EventDecoder(UserProfile, max_bytes=settings.rtml_max_record_bytes)
         self.dead_letters = DeadLetters(topics.dead_letter.name)
         self._partitions = {topics.dead_letter.name: topics.dead_letter.partitions}
+        self.batch_stats = BatchStats()
 
     def new_processor(self, partition: int) -> PartitionProcessor:
         return _Stateless()
@@ -95,4 +100,5 @@ class ProfilesPipeline:
         # Deletes first: a key is in at most one of the two maps (the later record wins).
         await self._store.delete(GROUP, list(deletes.values()))
         await self._store.write(GROUP, list(writes.values()), guarded=False)
+        self.batch_stats.store_written = bool(writes or deletes)
         return outputs

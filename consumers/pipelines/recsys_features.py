@@ -32,6 +32,7 @@ from contracts.codec import encode
 from contracts.events import Recommendation, UserEvent
 from features.definitions import RECOMMENDATION_FEATURE_NAMES
 from features.recommendations import RecommendationFeatureEngine
+from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
@@ -48,6 +49,9 @@ class UserFeatureRow(msgspec.Struct, frozen=True):
 
 
 class RecsysFeaturesPipeline:
+    name = "recsys"
+    feature_group = GROUP
+
     def __init__(
         self,
         settings: Settings,
@@ -73,6 +77,7 @@ class RecsysFeaturesPipeline:
         self._popularity_interval_s = popularity_interval_s
         self._popularity_written = 0.0
         self.late = 0
+        self.batch_stats = BatchStats()
         self._recommender = (
             ServeDeployment("Recommender", settings.rtml_serve_app)
             if settings.rtml_recommend_on_activity
@@ -129,9 +134,12 @@ class RecsysFeaturesPipeline:
         newest: dict[str, tuple[str, int, bytes]] = {}
         refresh: dict[str, tuple[int, UserEvent, tuple[object, ...], int]] = {}
         views = self.global_views.views
+        stats = self.batch_stats
+        lap = time.perf_counter()
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
             events, sources = self._intake.decode(batch.records, out)
+            lap = stats.lap("decode", lap)
             if events:
                 result = self._engine.process_batch(batch.partition, events, views, now_ms=now_ms)
                 for index in result.late:
@@ -155,10 +163,12 @@ class RecsysFeaturesPipeline:
             for delta in self._engine.drain_view_deltas(batch.partition):
                 key = f"{batch.partition}:{delta.slice_start_ms}".encode()
                 out.append(OutRecord(self.slices_topic, key, encode_delta(delta), now_ms, 0))
-        await self._store.write(GROUP, list(newest.values()))
-        await self._maybe_write_popularity()
+            lap = stats.lap("features", lap)
+        await stats.timed("store_write", self._store.write(GROUP, list(newest.values())))
+        await stats.timed("store_write", self._maybe_write_popularity())
+        stats.store_written = bool(newest)
         if refresh:
-            await self._refresh_recommendations(refresh, outputs)
+            await stats.timed("model_call", self._refresh_recommendations(refresh, outputs))
         return outputs
 
     async def _refresh_recommendations(

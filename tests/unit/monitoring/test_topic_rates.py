@@ -1,8 +1,7 @@
-"""Rates and lag from two offset snapshots, and the live view's lines."""
+"""Rates and lag from two offset snapshots."""
 
 from __future__ import annotations
 
-from monitoring.cli import format_report
 from monitoring.topic_rates import Snapshot, report
 
 
@@ -31,16 +30,3 @@ def test_first_snapshot_has_totals_but_no_rates() -> None:
 def test_lag_never_goes_negative_when_a_commit_overtakes_a_stale_end_offset() -> None:
     current = snap(1.0, {"tx": {0: 10}}, {"g": {"tx": {0: 12}}})
     assert current.lag("g", "tx") == 0
-
-
-def test_live_view_lists_moving_topics_and_active_groups_only() -> None:
-    before = snap(0.0, {"tx": {0: 0}, "idle": {0: 5}}, {"quiet": {"idle": {0: 5}}})
-    committed = {"g": {"tx": {0: 900}}, "quiet": {"idle": {0: 5}}}
-    after = snap(1.0, {"tx": {0: 1000}, "idle": {0: 5}}, committed)
-    text = format_report(report(after, before, {"g": "tx", "quiet": "idle"}))
-    assert "tx" in text and "1,000" in text
-    assert "idle" not in text
-    assert "g " in text and "100" in text
-    assert "quiet" not in text  # caught up and idle
-    lagging = snap(1.0, {"tx": {0: 1000}, "idle": {0: 5}}, {"g": {"tx": {0: 900}}})
-    assert "quiet" in format_report(report(lagging, before, {"g": "tx", "quiet": "idle"}))

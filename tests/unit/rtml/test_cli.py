@@ -13,7 +13,7 @@ from rtml.cli import build_parser, main
 def test_every_command_is_registered() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert {"infra", "produce", "consume", "features", "status", "demo"} <= set(commands)
+    assert {"infra", "produce", "consume", "features", "status", "monitor", "demo"} <= set(commands)
 
 
 @pytest.mark.parametrize(
@@ -22,6 +22,8 @@ def test_every_command_is_registered() -> None:
         ["nonsense"],
         ["status", "--interval", "-1"],
         ["status", "--interval", "soon"],
+        ["monitor", "--metrics-port", "70000"],
+        ["monitor", "--duration", "0"],
         ["consume", "--actors", "0"],
         ["demo", "--rate", "0"],
     ],
