@@ -6,6 +6,7 @@
 
 Set KAFKA_MANAGED=false / REDIS_MANAGED=false (or point the addresses at non-loopback hosts)
 to use services that already run; `up` then only checks them and creates the topics.
+RTML_CDC=true adds PostgreSQL and Kafka Connect with the users CDC connector (docs/database.md).
 """
 
 from __future__ import annotations
