@@ -103,10 +103,33 @@ class AlertReason(msgspec.Struct, frozen=True):
 
 
 class FraudAlert(FraudScore, frozen=True, kw_only=True):
-    """A fraud score at or above the alert threshold. Topic ``fraud-alerts``."""
+    """A fraud score at or above the alert threshold. Topic ``fraud-alerts``.
+
+    ``transaction`` is the scored transaction itself, for the analyst who reviews the case (and
+    the merchant its label is about); absent in alerts written before it existed.
+    """
 
     threshold: Probability
     reasons: list[AlertReason]
+    transaction: Transaction | None = None
+
+
+class FraudLabel(msgspec.Struct, frozen=True):
+    """An analyst's decision on an alerted transaction. Topic ``fraud-labels``, key
+    ``merchant_id``.
+
+    ``event_time`` is the transaction's (the labels' windows count transactions by it);
+    ``decided_at`` is when the analyst decided: a label counts in the merchant-risk features only
+    once it is at least the configured label delay old (chargebacks arrive late).
+    """
+
+    event_id: Id
+    card_id: Id
+    merchant_id: Id
+    label: Literal["fraud", "legitimate"]
+    event_time: EpochMs
+    decided_at: EpochMs
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class ScoredItem(msgspec.Struct, frozen=True):

@@ -7,7 +7,10 @@ does not set it. The CHECK constraints are the contract's bounds: a row Postgres
 profile the pipelines accept.
 
 ``cases`` holds one row per fraud alert (``event_id`` is the primary key: written exactly once
-per alert, see ``cases/intake.py``); ``status`` moves from ``open`` to an analyst's decision.
+per alert, see ``cases/intake.py``); ``status`` moves from ``open`` to an analyst's decision,
+once. ``case_intake_offsets`` is where the alert intake is in fraud-alerts, committed with the
+cases. ``label_outbox`` holds each decision's fraud label until it is on the fraud-labels topic
+(the transactional outbox of ``cases/labels.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from database.connection import Connection
 
 USERS_TABLE: Final = "users"
 CASES_TABLE: Final = "cases"
+OUTBOX_TABLE: Final = "label_outbox"
 CASE_STATUSES: Final = ("open", "confirmed_fraud", "legitimate")
 
 _NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
@@ -80,6 +84,18 @@ STATEMENTS: Final[tuple[str, ...]] = (
         PRIMARY KEY (topic, partition)
     )
     """,
+    f"""
+    CREATE TABLE IF NOT EXISTS {OUTBOX_TABLE} (
+        id bigserial PRIMARY KEY,
+        event_id text NOT NULL UNIQUE REFERENCES {CASES_TABLE} (event_id),
+        message_key text NOT NULL,
+        payload bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        published_at timestamptz
+    )
+    """,
+    f"CREATE INDEX IF NOT EXISTS label_outbox_pending ON {OUTBOX_TABLE} (id) "
+    "WHERE published_at IS NULL",
 )
 
 

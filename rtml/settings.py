@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     # needs neither.
     rtml_cdc: bool = False
     rtml_cdc_connector: str = Field(default="rtml-users", pattern=r"^[a-z0-9_-]{1,48}$")
+    # The analysts' case page (`rtml cases serve`).
+    rtml_cases_host: str = "127.0.0.1"
+    rtml_cases_port: int = Field(default=8001, gt=0, lt=65536)
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
