@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FEATURE_SET_VERSION = 1
+FEATURE_SET_VERSION = 2  # 2: the delayed-label merchant risk
 
 # Windows and horizons of the definitions (milliseconds). Part of the definitions, not settings.
 SECOND_MS = 1_000
@@ -30,6 +30,7 @@ SLICE_MS = MINUTE_MS  # global aggregates are kept per 1-minute slice...
 GLOBAL_WINDOW_SLICES = 60  # ...and read as the sum of the last 60 complete slices (1 h)
 RECENT_ITEMS = 20  # recent_items keeps the last 20 distinct viewed or clicked items
 PURCHASED_ITEMS = 200  # purchased_items keeps the last 200 distinct purchased items
+MERCHANT_RISK_WINDOW_DAYS = (1, 7, 30)  # labeled transactions of the days before the delay
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 SPEED_MIN_SECONDS = 60.0  # speed_from_last_transaction_kmh divides by at least one minute
 
@@ -103,8 +104,19 @@ FRAUD = FeatureGroup(
         _f("account_age_days", "float", True, "the user's profile account_age_days"),
         _f("hour_of_day_utc", "int", False, "hour of event_time in UTC, 0-23"),
         _f("is_online", "int", False, "1 if channel is online, 0 if pos"),
+        *(
+            _f(
+                f"merchant_fraud_share_{days}d",
+                "float",
+                True,
+                f"fraud / all labels of the merchant's transactions of the {days} UTC day(s) up "
+                "to t - label delay, decided by then; null if none",
+            )
+            for days in MERCHANT_RISK_WINDOW_DAYS
+        ),
     ),
 )
+MERCHANT_RISK_FEATURE_NAMES = tuple(f"merchant_fraud_share_{d}d" for d in MERCHANT_RISK_WINDOW_DAYS)
 
 RECOMMENDATION = FeatureGroup(
     name="recommendation",

@@ -30,10 +30,12 @@ from features.definitions import (
     EARTH_RADIUS_KM,
     FRAUD,
     HOUR_MS,
+    MERCHANT_RISK_FEATURE_NAMES,
     MINUTE_MS,
     SPEED_MIN_SECONDS,
     FraudRow,
 )
+from features.merchant_risk import MerchantRisk, MerchantRiskRow
 from features.state import CardStateV1, card_state_decoder, encoder
 
 _MIN_SCALE = 64  # 2**-64 resolution holds every amount >= 2**-11 exactly; finer ones rescale
@@ -117,10 +119,12 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
         profiles: Mapping[str, UserProfile],
         *,
         now_ms: int | None = None,
+        merchant_risk: MerchantRisk | None = None,
     ) -> BatchResult:
         """Process ``transactions`` of one partition in partition order.
 
         ``profiles`` maps user_id to the current profile (the stream-table join as of now).
+        ``merchant_risk`` holds the fraud labels (the merchant-risk features; null without).
         ``now_ms`` is the processing time, for ``advance_idle``; leave it None offline.
         Returns one row per transaction, None for late ones (also listed in ``late``).
         """
@@ -132,6 +136,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
         prev_horizon = self._prev_horizon
         cap = self._cap
         get_profile = profiles.get
+        risk_of = merchant_risk.features if merchant_risk is not None else _no_merchant_risk
         max_time = part.max_time
         wm = part.watermark
         rows: list[FraudRow | None] = []
@@ -288,6 +293,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                     age,
                     (t // hour_ms) % 24,
                     1 if tx.channel == "online" else 0,
+                    *risk_of(merchant, t),
                 )
             )
 
@@ -380,6 +386,13 @@ def _trim_to(st: CardState, cut: int, anchor_cut: int) -> None:
     anchor = st.anchor
     if anchor is not None and anchor[0] <= anchor_cut:
         st.anchor = None
+
+
+_NO_MERCHANT_RISK: MerchantRiskRow = (None,) * len(MERCHANT_RISK_FEATURE_NAMES)
+
+
+def _no_merchant_risk(merchant_id: str, event_time: int) -> MerchantRiskRow:
+    return _NO_MERCHANT_RISK
 
 
 def fraud_row_dict(row: FraudRow) -> dict[str, float | None]:

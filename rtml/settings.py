@@ -68,7 +68,8 @@ class Topics(BaseModel):
     recommendations: TopicSpec = _topic("recommendations", 8)
     dead_letter: TopicSpec = _topic("dead-letter", 1)
     ops_alerts: TopicSpec = _topic("ops-alerts", 1)
-    fraud_labels: TopicSpec = _topic("fraud-labels", 1)
+    # Analysts' decisions: kept forever (small), the history the merchant risk is trained on.
+    fraud_labels: TopicSpec = _topic("fraud-labels", 1, **{"retention.ms": "-1"})
     # The feature log: one record per transaction with the features computed for it.
     fraud_features: TopicSpec = _topic("fraud-features", 8)
 

@@ -20,6 +20,7 @@ from typing import Literal
 
 import msgspec
 
+from consumers.label_table import LabelTable
 from consumers.partition_session import OutRecord
 from consumers.pipelines.engine_partition import EnginePartition
 from consumers.pipelines.intake import Intake
@@ -73,6 +74,7 @@ class FraudFeaturesPipeline:
         self._owns_store = store is None
         self._engine = FraudFeatureEngine(settings.rtml_features)
         self._profiles = ProfileTable(settings)
+        self._labels = LabelTable(settings)
         self._intake = Intake(Transaction, settings)
         self.dead_letters = self._intake.dead_letters
         self._emit = (
@@ -116,8 +118,10 @@ class FraudFeaturesPipeline:
             self._store = OnlineStore.from_settings(self._settings)
         await self._store.ping()
         await self._profiles.start()
+        await self._labels.start()
 
     async def stop(self) -> None:
+        await self._labels.stop()
         await self._profiles.stop()
         if self._owns_store and self._store is not None:
             await self._store.close()
@@ -147,7 +151,11 @@ class FraudFeaturesPipeline:
             if not transactions:
                 continue
             result = self._engine.process_batch(
-                batch.partition, transactions, self._profiles_of(transactions), now_ms=now_ms
+                batch.partition,
+                transactions,
+                self._profiles_of(transactions),
+                now_ms=now_ms,
+                merchant_risk=self._labels.risk,
             )
             for index in result.late:
                 self.late += 1

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from contracts.events import Transaction, UserProfile
 from features.config import FeatureConfig
-from features.definitions import FRAUD_FEATURE_NAMES
+from features.definitions import FRAUD_FEATURE_NAMES, MERCHANT_RISK_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine, fraud_row_dict
 from features.partitioner import partition_for_key
 
@@ -96,6 +96,7 @@ def reference(
             f["account_age_days"] = float(profile.account_age_days)
         f["hour_of_day_utc"] = (t // 3_600_000) % 24
         f["is_online"] = int(e.channel == "online")
+        f |= dict.fromkeys(MERCHANT_RISK_FEATURE_NAMES)  # no labels here (test_merchant_risk)
         processed.append(e)
         out.append(f)
     return out

@@ -99,7 +99,7 @@ def test_extreme_values_are_clipped() -> None:
 
 
 def test_encode_rows_checks_the_width() -> None:
-    with pytest.raises(ValueError, match="17 values"):
+    with pytest.raises(ValueError, match=f"{F} values"):
         encode_rows([(1.0, 2.0)], F)
     assert encode_rows([], F).shape == (0, F)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from features.definitions import FRAUD_FEATURE_NAMES
 from models.artifacts import load_fraud
 from models.errors import ArtifactError
 from models.fraud import LoadedFraudModel
@@ -46,7 +47,7 @@ def slot(artifacts: Artifacts, load: object = None) -> ModelSlot[LoadedFraudMode
 
 
 def amount_rows(*amounts: float) -> np.ndarray:
-    rows = np.full((len(amounts), 17), np.nan, dtype=np.float32)
+    rows = np.full((len(amounts), len(FRAUD_FEATURE_NAMES)), np.nan, dtype=np.float32)
     rows[:, 0] = amounts
     return rows
 
