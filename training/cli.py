@@ -153,7 +153,9 @@ def _train(
     event_log.source = source
     if kind == "fraud":
         partitions = settings.rtml_topics.transactions.partitions
-        examples: Any = fraud_examples(event_log, partitions=partitions)
+        examples: Any = fraud_examples(
+            event_log, partitions=partitions, config=settings.rtml_features
+        )
     else:
         partitions = settings.rtml_topics.user_events.partitions
         examples = recsys_examples(event_log, partitions=partitions)
