@@ -84,6 +84,8 @@ async def test_users_table_changes_reach_the_fraud_features(
 ) -> None:
     state, tasks = kafka_connect.connector_state(cdc_settings)
     assert (state, tasks) == ("RUNNING", ["RUNNING"]), "the users connector should run"
+    # `rtml infra up` again: the connector is found up to date, not re-registered.
+    assert not await asyncio.to_thread(kafka_connect.register_users_connector, cdc_settings)
     topics = Topics(
         transactions={"name": await new_topic(2), "partitions": 2},
         user_profiles=cdc_settings.rtml_topics.user_profiles,  # what the connector writes
