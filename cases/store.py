@@ -111,36 +111,38 @@ class CaseStore:
     ) -> int:
         """Open a case per new alert and store the intake's next offsets, atomically.
 
-        Returns how many cases were new (an alert already seen is skipped).
+        Returns how many cases were new (an alert already seen is skipped). One statement for
+        the whole batch.
         """
-        rows = [
-            (
-                item.alert.event_id,
-                item.alert.card_id,
-                item.alert.transaction.merchant_id if item.alert.transaction else None,
-                item.alert.score,
-                item.alert.model_version,
-                item.alert.event_time,
-                encode(item.alert).decode("utf-8"),
+        columns: list[list[object]] = [[] for _ in range(10)]
+        for item in alerts:
+            alert = item.alert
+            values = (
+                alert.event_id,
+                alert.card_id,
+                alert.transaction.merchant_id if alert.transaction else None,
+                alert.score,
+                alert.model_version,
+                alert.event_time,
+                encode(alert).decode("utf-8"),
                 item.topic,
                 item.partition,
                 item.offset,
             )
-            for item in alerts
-        ]
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
         async with self._pool.acquire() as connection, connection.transaction():
-            before = await connection.fetchval(f"SELECT count(*) FROM {CASES_TABLE}")
-            if rows:
-                await connection.executemany(
-                    f"""
-                    INSERT INTO {CASES_TABLE} (event_id, card_id, merchant_id, score,
-                        model_version, event_time, alert, source_topic, source_partition,
-                        source_offset)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)
-                    ON CONFLICT (event_id) DO NOTHING
-                    """,
-                    rows,
-                )
+            inserted = await connection.fetch(
+                f"""
+                INSERT INTO {CASES_TABLE} (event_id, card_id, merchant_id, score, model_version,
+                    event_time, alert, source_topic, source_partition, source_offset)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[],
+                    $5::text[], $6::bigint[], $7::jsonb[], $8::text[], $9::int[], $10::bigint[])
+                ON CONFLICT (event_id) DO NOTHING
+                RETURNING event_id
+                """,
+                *columns,
+            )
             await connection.executemany(
                 """
                 INSERT INTO case_intake_offsets (topic, partition, next_offset)
@@ -149,8 +151,7 @@ class CaseStore:
                 """,
                 [(topic, partition, offset) for (topic, partition), offset in next_offsets.items()],
             )
-            after = await connection.fetchval(f"SELECT count(*) FROM {CASES_TABLE}")
-        return int(after - before)
+        return len(inserted)
 
     async def open_cases(self, limit: int = 100) -> list[Case]:
         """The oldest open cases first (first come, first reviewed)."""

@@ -184,6 +184,7 @@ async def test_alerts_become_cases_and_decisions_become_labels(
         await wait_until(three_cases, 60, "three cases")
         await wait_until(lambda: asyncio.sleep(0, service.started), 30, "the page")
         assert service.intake.invalid == 1
+        assert service.intake.cases_opened == 3  # the repeated alert opened nothing
 
         # The analyst's page, in a real browser.
         def decide_in_browser() -> tuple[str, str]:
