@@ -137,6 +137,8 @@ class FraudFeaturesPipeline:
             "dead_letters": dict(self.dead_letters.counts),
             "late": self.late,
             "unknown_fields": dict(self._intake.unknown_fields),
+            "fraud_labels": len(self._labels.risk),
+            "invalid_fraud_labels": self._labels.invalid,
         }
 
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
