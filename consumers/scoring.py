@@ -183,6 +183,7 @@ def score_outputs(
                 scored_at=scored_at,
                 threshold=threshold,
                 reasons=list(scored.reasons.get(i, [])),
+                transaction=tx,
             )
             out.append(OutRecord(alerts_topic, key, encode(alert), scored_at))
     return outputs

@@ -19,6 +19,8 @@ import msgspec
 from contracts.events import (
     DeadLetter,
     DeadLetterError,
+    FraudAlert,
+    FraudLabel,
     Transaction,
     UserEvent,
     UserProfile,
@@ -38,7 +40,7 @@ REASONS = (
     "processing_error",  # a downstream stage failed on this event (model, features)
 )
 
-E = TypeVar("E", Transaction, UserEvent, UserProfile)
+E = TypeVar("E", Transaction, UserEvent, UserProfile, FraudAlert, FraudLabel)
 
 
 @dataclass(slots=True)

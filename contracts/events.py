@@ -107,10 +107,14 @@ class FraudAlert(FraudScore, frozen=True, kw_only=True):
 
     ``alert_type`` tells it from a ``PatternAlert`` on the same topic ("score"; records written
     before it existed have none, which means "score" too).
+
+    ``transaction`` is the scored transaction itself, for the analyst who reviews the case (and
+    the merchant its label is about); absent in alerts written before it existed.
     """
 
     threshold: Probability
     reasons: list[AlertReason]
+    transaction: Transaction | None = None
     alert_type: Literal["score"] = "score"
 
 
@@ -141,13 +145,36 @@ class _AlertKind(msgspec.Struct):
     alert_type: str = "score"
 
 
+def fraud_alert_type(data: bytes) -> str:
+    """The ``alert_type`` of a fraud-alerts record ("score" for records from before it).
+    Raises ``msgspec.DecodeError`` when ``data`` is not a JSON object."""
+    return msgspec.json.decode(data, type=_AlertKind).alert_type
+
+
 def decode_fraud_alert(data: bytes) -> FraudAlert | PatternAlert:
     """A fraud-alerts record: a ``PatternAlert`` when ``alert_type`` is "pattern", else a
     ``FraudAlert`` (also the records from before ``alert_type``)."""
-    kind = msgspec.json.decode(data, type=_AlertKind).alert_type
-    if kind == "pattern":
+    if fraud_alert_type(data) == "pattern":
         return msgspec.json.decode(data, type=PatternAlert)
     return msgspec.json.decode(data, type=FraudAlert)
+
+
+class FraudLabel(msgspec.Struct, frozen=True):
+    """An analyst's decision on an alerted transaction. Topic ``fraud-labels``, key
+    ``merchant_id``.
+
+    ``event_time`` is the transaction's (the labels' windows count transactions by it);
+    ``decided_at`` is when the analyst decided: a label counts in the merchant-risk features only
+    once it is at least the configured label delay old (chargebacks arrive late).
+    """
+
+    event_id: Id
+    card_id: Id
+    merchant_id: Id
+    label: Literal["fraud", "legitimate"]
+    event_time: EpochMs
+    decided_at: EpochMs
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class ScoredItem(msgspec.Struct, frozen=True):

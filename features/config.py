@@ -36,6 +36,9 @@ class FeatureConfig(BaseModel):
     # Hard cap on buffered events per key (a runaway key cannot exhaust memory). A key above
     # it forgets its oldest events: its window features become approximate; see docs.
     max_events_per_key: int = Field(default=50_000, ge=100)
+    # A fraud label counts in the merchant-risk features of transactions at least this much
+    # later (event time) than its decision: chargebacks arrive late (features/merchant_risk.py).
+    label_delay_ms: int = Field(default=7 * DAY_MS, ge=0, le=90 * DAY_MS)
 
     @model_validator(mode="after")
     def _check_horizons(self) -> FeatureConfig:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FEATURE_SET_VERSION = 2  # 2: the pattern features (PATTERN_FEATURE_RULES) after the card ones
+# 2: the pattern features (PATTERN_FEATURE_RULES) after the card ones; 3: then merchant risk
+FEATURE_SET_VERSION = 3
 
 # Windows and horizons of the definitions (milliseconds). Part of the definitions, not settings.
 SECOND_MS = 1_000
@@ -30,6 +31,7 @@ SLICE_MS = MINUTE_MS  # global aggregates are kept per 1-minute slice...
 GLOBAL_WINDOW_SLICES = 60  # ...and read as the sum of the last 60 complete slices (1 h)
 RECENT_ITEMS = 20  # recent_items keeps the last 20 distinct viewed or clicked items
 PURCHASED_ITEMS = 200  # purchased_items keeps the last 200 distinct purchased items
+MERCHANT_RISK_WINDOW_DAYS = (1, 7, 30)  # labeled transactions of the days before the delay
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 SPEED_MIN_SECONDS = 60.0  # speed_from_last_transaction_kmh divides by at least one minute
 
@@ -128,10 +130,28 @@ FRAUD_PATTERNS = FeatureGroup(
 )
 """What ``PatternEngine`` adds per transaction: the second part of a ``FRAUD`` row."""
 
+MERCHANT_RISK = FeatureGroup(
+    name="merchant_risk",
+    key="merchant_id",
+    features=tuple(
+        _f(
+            f"merchant_fraud_share_{days}d",
+            "float",
+            True,
+            f"fraud / all labels of the merchant's transactions of the {days} UTC day(s) up "
+            "to t - label delay, decided by then; null if none",
+        )
+        for days in MERCHANT_RISK_WINDOW_DAYS
+    ),
+)
+"""What ``features.merchant_risk`` adds per transaction from the fraud labels: the last part
+of a ``FRAUD`` row."""
+MERCHANT_RISK_FEATURE_NAMES = MERCHANT_RISK.names
+
 FRAUD = FeatureGroup(
     name="fraud",
     key="card_id",
-    features=FRAUD_CARD.features + FRAUD_PATTERNS.features,
+    features=FRAUD_CARD.features + FRAUD_PATTERNS.features + MERCHANT_RISK.features,
 )
 
 RECOMMENDATION = FeatureGroup(
@@ -167,6 +187,7 @@ RECOMMENDATION_FEATURE_NAMES = RECOMMENDATION.names
 
 FraudRow = tuple[Any, ...]
 """Values in ``FRAUD_FEATURE_NAMES`` order: int, float or None as the spec says
-(``FraudFeatureEngine`` rows: the ``FRAUD_CARD`` prefix; ``PatternEngine`` appends the rest)."""
+(``FraudFeatureEngine`` rows: the ``FRAUD_CARD`` prefix; ``PatternEngine`` appends
+``FRAUD_PATTERNS``, ``features.merchant_risk.append_merchant_risk`` then ``MERCHANT_RISK``)."""
 RecommendationRow = tuple[Any, ...]
 """Values in ``RECOMMENDATION_FEATURE_NAMES`` order."""

@@ -10,6 +10,11 @@ transactions and profile records in production order (the generator's files carr
 as ``seq``) and gives each transaction the table made of every profile record that precedes it
 in the log (a tombstone deletes the user's profile).
 
+Merchant risk (fraud) reads the fraud labels: pass every label of the history (``labels``).
+A label counts only for transactions at least the label delay (event time) after its decision,
+so giving the replay all labels up front is point-in-time correct: it computes what the online
+actors computed, which held every label decided before that (docs/features.md).
+
 Global view counts (recommendations) are exact here: pass 1 counts every view that its
 partition accepts (late ones are dropped online, so here too) per 1-minute slice; pass 2
 computes the features with them.
@@ -27,13 +32,14 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from contracts.codec import EventDecoder
-from contracts.events import Transaction, UserEvent, UserProfile
+from contracts.events import FraudLabel, Transaction, UserEvent, UserProfile
 from features._engine import NO_TIME
 from features.aggregates import GlobalViews, ViewSliceDelta, slice_start
 from features.config import FeatureConfig
 from features.definitions import FRAUD, RECOMMENDATION
 from features.errors import ReplayInputError
 from features.fraud import FraudFeatureEngine
+from features.merchant_risk import MerchantRisk, append_merchant_risk
 from features.partitioner import partition_for_key
 from features.patterns import PatternEngine, RuleSet, shipped_rules
 from features.recommendations import RecommendationFeatureEngine
@@ -99,14 +105,20 @@ def replay_fraud(
     config: FeatureConfig | None = None,
     stats: ReplayStats | None = None,
     rules: RuleSet | None = None,
+    labels: Iterable[FraudLabel] = (),
 ) -> Iterator[FeatureRecord]:
     """Fraud features of every transaction that is not late, partition by partition.
 
     ``log``: transactions and profile records in production order; a transaction sees every
     profile record before it. ``rules``: the pattern rules (default: the shipped rule set,
     ``features/patterns/rules.yaml``; pass the online pipeline's ``rtml_pattern_rules``).
+    ``labels``: the fraud labels (any order), for the merchant risk.
     """
     stats = stats if stats is not None else ReplayStats()
+    config = config if config is not None else FeatureConfig()
+    risk = MerchantRisk(config.label_delay_ms, prune=False)
+    for label in labels:
+        risk.add(label)
     changes: list[tuple[int, ProfileRecord]] = []
     positioned: list[tuple[int, Transaction]] = []
     for position, record in enumerate(log):
@@ -126,7 +138,7 @@ def replay_fraud(
         for position, tx in txs:
             if applied < len(changes) and changes[applied][0] < position:
                 # The profile table changes before this transaction: finish the run first.
-                yield from _fraud_rows(engine, patterns, partition, run, table, stats)
+                yield from _fraud_rows(engine, patterns, risk, partition, run, table, stats)
                 run = []
                 while applied < len(changes) and changes[applied][0] < position:
                     change = changes[applied][1]
@@ -137,9 +149,9 @@ def replay_fraud(
                     applied += 1
             run.append(tx)
             if len(run) >= _CHUNK:
-                yield from _fraud_rows(engine, patterns, partition, run, table, stats)
+                yield from _fraud_rows(engine, patterns, risk, partition, run, table, stats)
                 run = []
-        yield from _fraud_rows(engine, patterns, partition, run, table, stats)
+        yield from _fraud_rows(engine, patterns, risk, partition, run, table, stats)
         engine.revoke(partition)
         patterns.revoke(partition)
 
@@ -147,6 +159,7 @@ def replay_fraud(
 def _fraud_rows(
     engine: FraudFeatureEngine,
     patterns: PatternEngine,
+    risk: MerchantRisk,
     partition: int,
     txs: Sequence[Transaction],
     table: dict[str, UserProfile],
@@ -155,7 +168,8 @@ def _fraud_rows(
     if not txs:
         return
     result = engine.process_batch(partition, txs, table)
-    rows = patterns.process_batch(partition, txs, result.rows, table).rows
+    card_and_patterns = patterns.process_batch(partition, txs, result.rows, table).rows
+    rows = append_merchant_risk(txs, card_and_patterns, risk)
     for tx, row in zip(txs, rows, strict=True):
         if row is None:
             stats.late += 1

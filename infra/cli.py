@@ -6,6 +6,7 @@
 
 Set KAFKA_MANAGED=false / REDIS_MANAGED=false (or point the addresses at non-loopback hosts)
 to use services that already run; `up` then only checks them and creates the topics.
+RTML_CDC=true adds PostgreSQL and Kafka Connect with the users CDC connector (docs/database.md).
 """
 
 from __future__ import annotations
@@ -96,11 +97,16 @@ def _print(lines: list[str], out: TextIO | None) -> None:
 # --- formatting (pure) -------------------------------------------------------------------------
 
 
+def _label(name: str) -> str:
+    """The service's name padded to the column of "kafka " and "redis "."""
+    return f"{name:<6}" if len(name) < 6 else f"{name} "
+
+
 def format_service(service: ServiceStatus) -> str:
     state = "up" if service.running else "down"
     pid = f"pid {service.pid}" if service.pid is not None else "pid -"
     kind = "managed" if service.managed else "external"
-    line = f"{service.name:<6}{state:<5} {service.address}  {pid}  {kind}"
+    line = f"{_label(service.name)}{state:<5} {service.address}  {pid}  {kind}"
     return f"{line}  ({service.detail})" if service.detail else line
 
 
@@ -121,11 +127,11 @@ def format_down(report: StackStatus) -> list[str]:
     lines = []
     for service in report.services:
         if not service.managed:
-            lines.append(f"{service.name:<6}left alone ({service.address} is external)")
+            lines.append(f"{_label(service.name)}left alone ({service.address} is external)")
         elif service.pid is not None:
-            lines.append(f"{service.name:<6}stopped (pid {service.pid})")
+            lines.append(f"{_label(service.name)}stopped (pid {service.pid})")
         else:
-            lines.append(f"{service.name:<6}was not running")
+            lines.append(f"{_label(service.name)}was not running")
     return lines
 
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from infra import kafka_broker, processes, redis_server
+from infra import kafka_broker, kafka_connect, postgres_server, processes, redis_server
 from infra.probes import redis_address
 from infra.topics import TopicInfo, describe_topics, reconcile_topics
 from rtml.errors import ServiceError
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class ServiceStatus:
     """One service of the stack as seen by ``up``, ``down`` or ``status``."""
 
-    name: str  # "kafka" or "redis"
+    name: str  # "kafka", "redis", "postgres" or "kafka-connect"
     address: str
     managed: bool  # run by rtml from the state dir (else external: only checked)
     running: bool  # answers requests (after ``down``: False)
@@ -44,14 +44,16 @@ class StackStatus:
     topics: tuple[TopicInfo, ...] = ()
     created_topics: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # PostgreSQL and Kafka Connect, when settings.rtml_cdc is on.
+    extras: tuple[ServiceStatus, ...] = ()
 
     @property
-    def services(self) -> tuple[ServiceStatus, ServiceStatus]:
-        return (self.kafka, self.redis)
+    def services(self) -> tuple[ServiceStatus, ...]:
+        return (self.kafka, self.redis, *self.extras)
 
     @property
     def running(self) -> bool:
-        return self.kafka.running and self.redis.running
+        return all(service.running for service in self.services)
 
 
 def _kafka_detail(settings: Settings) -> str:
@@ -85,6 +87,7 @@ def up(
     if settings.kafka_is_managed:
         # Launch the JVM first and start Redis while it boots.
         kafka_pid, kafka_started = kafka_broker.ensure_launched(settings)
+    postgres_launch = _launch_postgres(settings) if settings.rtml_cdc else None
 
     redis_pid: int | None = None
     redis_started = False
@@ -98,6 +101,9 @@ def up(
     )
     specs = list(settings.rtml_topics.all() if topics is None else topics)
     report = asyncio.run(reconcile_topics(settings, specs))
+    extras: tuple[ServiceStatus, ...] = ()
+    if postgres_launch is not None:
+        extras = _up_cdc(settings, postgres_launch, timeout_s, external_timeout_s)
     return StackStatus(
         kafka=ServiceStatus(
             "kafka",
@@ -119,6 +125,74 @@ def up(
         ),
         created_topics=report.created,
         warnings=report.mismatches,
+        extras=extras,
+    )
+
+
+def _launch_postgres(settings: Settings) -> tuple[int | None, bool]:
+    if not settings.database_is_managed:
+        return None, False
+    return postgres_server.ensure_launched(settings)
+
+
+def _up_cdc(
+    settings: Settings,
+    postgres_launch: tuple[int | None, bool],
+    timeout_s: float,
+    external_timeout_s: float,
+) -> tuple[ServiceStatus, ServiceStatus]:
+    """PostgreSQL ready with the schema, the Connect worker up, the users connector registered.
+
+    Runs after the topics exist: the connector writes into user-profiles.
+    """
+    pg_pid, pg_started = postgres_launch
+    connect_pid: int | None = None
+    connect_started = False
+    if settings.kafka_connect_is_managed:
+        connect_pid, connect_started = kafka_connect.ensure_launched(settings)
+    postgres_server.wait_ready(
+        settings, pg_pid, timeout_s if settings.database_is_managed else external_timeout_s
+    )
+    postgres_server.ensure_database(settings)
+    kafka_connect.wait_ready(
+        settings,
+        connect_pid,
+        max(timeout_s, 90.0) if settings.kafka_connect_is_managed else external_timeout_s,
+    )
+    changed = kafka_connect.register_users_connector(settings)
+    kafka_connect.wait_connector_running(settings, timeout_s=max(timeout_s, 60.0))
+    return (
+        ServiceStatus(
+            "postgres",
+            _postgres_address(settings),
+            settings.database_is_managed,
+            running=True,
+            pid=pg_pid,
+            started=pg_started,
+            detail=_postgres_detail(settings),
+        ),
+        ServiceStatus(
+            "kafka-connect",
+            settings.kafka_connect_url,
+            settings.kafka_connect_is_managed,
+            running=True,
+            pid=connect_pid,
+            started=connect_started,
+            detail=f"connector {settings.rtml_cdc_connector} "
+            + ("registered" if changed else "up to date"),
+        ),
+    )
+
+
+def _postgres_address(settings: Settings) -> str:
+    return f"{settings.database_host}:{settings.database_port}/{settings.database_name}"
+
+
+def _postgres_detail(settings: Settings) -> str:
+    return (
+        f"data {settings.postgres_data_dir}, wal_level=logical"
+        if settings.database_is_managed
+        else "external"
     )
 
 
@@ -128,6 +202,35 @@ def down(settings: Settings, *, timeout_s: float = 30.0) -> StackStatus:
     External services are left alone. ``pid`` in the result is the process stopped now, None
     when it was not running.
     """
+    extras: tuple[ServiceStatus, ...] = ()
+    if settings.rtml_cdc:
+        # Connect first: it holds the replication slot and writes to Kafka.
+        connect_pid = (
+            kafka_connect.stop(settings, timeout_s=timeout_s)
+            if settings.kafka_connect_is_managed
+            else None
+        )
+        pg_pid = (
+            postgres_server.stop(settings, timeout_s=timeout_s)
+            if settings.database_is_managed
+            else None
+        )
+        extras = (
+            ServiceStatus(
+                "postgres",
+                _postgres_address(settings),
+                settings.database_is_managed,
+                running=False,
+                pid=pg_pid,
+            ),
+            ServiceStatus(
+                "kafka-connect",
+                settings.kafka_connect_url,
+                settings.kafka_connect_is_managed,
+                running=False,
+                pid=connect_pid,
+            ),
+        )
     kafka_pid = (
         kafka_broker.stop(settings, timeout_s=timeout_s) if settings.kafka_is_managed else None
     )
@@ -151,6 +254,7 @@ def down(settings: Settings, *, timeout_s: float = 30.0) -> StackStatus:
             pid=redis_pid,
             detail="external, left running" if not settings.redis_is_managed else "",
         ),
+        extras=extras,
     )
 
 
@@ -174,6 +278,9 @@ def status(settings: Settings, *, timeout_s: float = 5.0) -> StackStatus:
         _redis_detail(settings),
         ports=[settings.redis_port],
     )
+    extras: tuple[ServiceStatus, ...] = ()
+    if settings.rtml_cdc:
+        extras = _cdc_status(settings, timeout_s)
     topics: tuple[TopicInfo, ...] = ()
     warnings: list[str] = []
     if kafka.running:
@@ -181,7 +288,34 @@ def status(settings: Settings, *, timeout_s: float = 5.0) -> StackStatus:
             topics = tuple(asyncio.run(describe_topics(settings)))
         except ServiceError as exc:
             warnings.append(f"could not list topics: {exc}")
-    return StackStatus(kafka, redis, topics=topics, warnings=tuple(warnings))
+    return StackStatus(kafka, redis, topics=topics, warnings=tuple(warnings), extras=extras)
+
+
+def _cdc_status(settings: Settings, timeout_s: float) -> tuple[ServiceStatus, ServiceStatus]:
+    postgres = _service_status(
+        "postgres",
+        _postgres_address(settings),
+        settings.database_is_managed,
+        postgres_server.running_pid(settings) if settings.database_is_managed else None,
+        postgres_server.answers(settings, timeout_s=timeout_s),
+        _postgres_detail(settings),
+        ports=[settings.database_port],
+    )
+    problem = kafka_connect.answers(settings, timeout_s=timeout_s)
+    detail = "external" if not settings.kafka_connect_is_managed else ""
+    if problem is None:
+        state, tasks = kafka_connect.connector_state(settings)
+        detail = f"connector {settings.rtml_cdc_connector} {state}, tasks {tasks}"
+    connect = _service_status(
+        "kafka-connect",
+        settings.kafka_connect_url,
+        settings.kafka_connect_is_managed,
+        kafka_connect.running_pid(settings) if settings.kafka_connect_is_managed else None,
+        problem,
+        detail,
+        ports=[settings.kafka_connect_port],
+    )
+    return postgres, connect
 
 
 def _service_status(

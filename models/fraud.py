@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from contracts.events import AlertReason
+from features.definitions import FRAUD
 
 Transform = Literal["identity", "log1p"]
 
@@ -49,8 +50,9 @@ def default_transform(name: str) -> Transform:
 
 @dataclass(frozen=True)
 class FraudConfig:
-    n_features: int = 23  # F: len(FRAUD_FEATURE_NAMES)
-    n_nullable: int = 6  # N: nullable features, each with a missing-indicator input
+    n_features: int = len(FRAUD.features)  # F: len(FRAUD_FEATURE_NAMES)
+    n_nullable: int = sum(f.nullable for f in FRAUD.features)  # N: nullable features, each
+    # with a missing-indicator input
     hidden: tuple[int, ...] = (64, 32)  # MLP hidden widths
     dropout: float = 0.1
     clip: float = 8.0  # normalized values are clipped to [-clip, clip] (training std units)

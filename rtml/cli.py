@@ -26,6 +26,7 @@ log = logging.getLogger("rtml")
 def _command_modules() -> list[Any]:
     # Imported lazily so `rtml --help` stays fast and one broken extra cannot hide the others.
     import bench.cli
+    import cases.cli
     import consumers.cli
     import features.cli
     import infra.cli
@@ -43,6 +44,7 @@ def _command_modules() -> list[Any]:
         training.cli,
         serving.cli,
         monitoring.cli,
+        cases.cli,
         bench.cli,
         rtml.demo,
     ]

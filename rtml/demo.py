@@ -74,12 +74,15 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _train_if_missing(settings: Settings) -> None:
-    """Small models (a few minutes on two cores) when the models directory has none."""
-    from models.artifacts import list_models
+    """Small models (a few minutes on two cores) when the models directory has none for the
+    code's feature set (a model of older features cannot be served)."""
+    from features.definitions import FEATURE_SET_VERSION
+    from models.artifacts import list_models, read_manifest
 
     models_dir = settings.rtml_state_dir / "models"
     for kind, days in (("fraud", "7"), ("recsys", "2")):
-        if list_models(models_dir, kind):
+        found = list_models(models_dir, kind)
+        if found and read_manifest(found[-1].path).feature_set_version == FEATURE_SET_VERSION:
             continue
         say(f"no {kind} model yet: training a small one (rtml train {kind} --days {days})")
         done = subprocess.run(

@@ -37,7 +37,10 @@ _SECRET_FILES = ("kafka_sasl_password", "redis_password", "rtml_api_key")
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE = "postgresql://rtml@127.0.0.1:5432/rtml"
+DEFAULT_KAFKA_CONNECT = "http://127.0.0.1:8083"
 KAFKA_VERSION = "4.4.0"
+DEBEZIUM_VERSION = "3.7.0.Final"
 
 
 class TopicSpec(BaseModel):
@@ -68,7 +71,8 @@ class Topics(BaseModel):
     recommendations: TopicSpec = _topic("recommendations", 8)
     dead_letter: TopicSpec = _topic("dead-letter", 1)
     ops_alerts: TopicSpec = _topic("ops-alerts", 1)
-    fraud_labels: TopicSpec = _topic("fraud-labels", 1)
+    # Analysts' decisions: kept forever (small), the history the merchant risk is trained on.
+    fraud_labels: TopicSpec = _topic("fraud-labels", 1, **{"retention.ms": "-1"})
     # The feature log: one record per transaction with the features computed for it.
     fraud_features: TopicSpec = _topic("fraud-features", 8)
 
@@ -204,6 +208,17 @@ class Settings(BaseSettings):
     # Whether `rtml infra up` runs a local redis-server. None: yes for a loopback redis:// URL.
     redis_managed: bool | None = None
 
+    # PostgreSQL: the users table (streamed to user-profiles by CDC) and the analysts' cases.
+    # Used only when rtml_cdc is on (or by `rtml cases`). A loopback postgresql:// URL means
+    # `rtml infra up` runs a local server (database_managed overrides).
+    database_url: str = DEFAULT_DATABASE
+    database_password: SecretStr | None = None
+    database_managed: bool | None = None
+    # Kafka Connect (distributed mode) running the Debezium PostgreSQL source connector. A
+    # loopback http:// URL means `rtml infra up` runs a local worker (kafka_connect_managed).
+    kafka_connect_url: str = DEFAULT_KAFKA_CONNECT
+    kafka_connect_managed: bool | None = None
+
     # Ray. None starts a local Ray instance with ray_num_cpus logical CPUs.
     ray_address: str | None = None
     ray_num_cpus: int = Field(default=8, ge=1)
@@ -240,6 +255,14 @@ class Settings(BaseSettings):
     # Scale-out: the consumer autoscaler and where consumer actors run.
     rtml_autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     rtml_placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    # The database loop (docs/database.md): `rtml infra up` also starts (or checks) PostgreSQL
+    # and Kafka Connect and registers the users CDC connector. Off by default: the core stack
+    # needs neither.
+    rtml_cdc: bool = False
+    rtml_cdc_connector: str = Field(default="rtml-users", pattern=r"^[a-z0-9_-]{1,48}$")
+    # The analysts' case page (`rtml cases serve`).
+    rtml_cases_host: str = "127.0.0.1"
+    rtml_cases_port: int = Field(default=8001, gt=0, lt=65536)
 
     # The HTTP API's key: None leaves it open. Clients send it as ``X-API-Key`` or
     # ``Authorization: Bearer``. From the environment (RTML_API_KEY) or a file
@@ -289,6 +312,24 @@ class Settings(BaseSettings):
                 "must not hold a password; set REDIS_PASSWORD or REDIS_PASSWORD_FILE instead"
             )
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
+            raise ValueError(f"{value!r} must be postgresql://user@host:port/database")
+        if not parsed.path.strip("/") or not parsed.username:
+            raise ValueError(f"{value!r} must name a user and a database")
+        return value
+
+    @field_validator("kafka_connect_url")
+    @classmethod
+    def _check_connect_url(cls, value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{value!r} must be http://host:port")
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _check_sasl(self) -> Settings:
@@ -350,6 +391,56 @@ class Settings(BaseSettings):
     @property
     def redis_port(self) -> int:
         return urlsplit(self.redis_url).port or 6379
+
+    @property
+    def database_is_managed(self) -> bool:
+        if self.database_managed is not None:
+            return self.database_managed
+        return urlsplit(self.database_url).hostname in _LOOPBACK
+
+    @property
+    def database_port(self) -> int:
+        return urlsplit(self.database_url).port or 5432
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.database_url).path.strip("/")
+
+    @property
+    def database_user(self) -> str:
+        return urlsplit(self.database_url).username or ""
+
+    @property
+    def database_host(self) -> str:
+        return urlsplit(self.database_url).hostname or ""
+
+    @property
+    def postgres_data_dir(self) -> Path:
+        return self.rtml_state_dir / "postgres"
+
+    @property
+    def kafka_connect_is_managed(self) -> bool:
+        if self.kafka_connect_managed is not None:
+            return self.kafka_connect_managed
+        parsed = urlsplit(self.kafka_connect_url)
+        return parsed.scheme == "http" and parsed.hostname in _LOOPBACK
+
+    @property
+    def kafka_connect_port(self) -> int:
+        return urlsplit(self.kafka_connect_url).port or 8083
+
+    @property
+    def kafka_connect_data_dir(self) -> Path:
+        return self.rtml_state_dir / "connect"
+
+    @property
+    def kafka_connect_libs_dir(self) -> Path:
+        return self.rtml_cache_dir / f"kafka-connect-{KAFKA_VERSION}" / "libs"
+
+    @property
+    def debezium_plugin_dir(self) -> Path:
+        """Connect's ``plugin.path``: one folder per plugin below it."""
+        return self.rtml_cache_dir / f"debezium-{DEBEZIUM_VERSION}" / "plugins"
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Connection keyword arguments shared by every aiokafka client."""

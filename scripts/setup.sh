@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what rtml needs on a fresh machine, idempotently: system packages (Java 17, Maven,
-# redis-server) when missing, and the Python virtual environment with rtml and its dev tools.
+# redis-server; PostgreSQL for the database loop; chromium and its driver for the case page's
+# browser test) when missing, and the Python virtual environment with rtml and its dev tools.
 # Kafka's jars are fetched by `rtml infra up` itself (cached under ~/.cache/rtml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # the TLS tests' certificates
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} with apt-get"
   SUDO=""
@@ -22,6 +26,10 @@ if ((${#need_apt[@]})); then
   # Debian starts a system redis on 6379 after install; rtml runs its own, so stop that one.
   if [[ " ${need_apt[*]} " == *" redis-server "* ]]; then
     ($SUDO systemctl disable --now redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1 || true)
+  fi
+  # Likewise Debian's cluster on 5432: rtml runs its own PostgreSQL when RTML_CDC=true.
+  if [[ " ${need_apt[*]} " == *" postgresql "* ]]; then
+    ($SUDO systemctl disable --now postgresql >/dev/null 2>&1 || $SUDO service postgresql stop >/dev/null 2>&1 || true)
   fi
 fi
 

@@ -10,7 +10,8 @@ concurrently):
   first: counts 1, totals = amount, one merchant, no previous transaction (nulls), the hour and
   channel from the request, and home distance and account age from the user's profile in the
   online store when there is one. The one feature implementation computes them
-  (``features.fraud.FraudFeatureEngine``), each transaction in its own empty state.
+  (``features.fraud.FraudFeatureEngine``), each transaction in its own empty state. The
+  merchant-risk features are null here: serving holds no fraud labels (the consumers do).
 
 Recommendations: the user's row in the ``recsys`` group, or nothing (the ingress then answers
 with item popularity).
@@ -35,6 +36,7 @@ from contracts.events import Transaction, UserProfile
 from features.config import FeatureConfig
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
+from features.merchant_risk import append_merchant_risk
 from features.patterns import PatternEngine, shipped_rules
 from serving.protocol import RecommendationRow, fraud_row_array, recommendation_row
 from store.online import OnlineStore, Row
@@ -105,7 +107,8 @@ def request_features(
 ) -> list[tuple[Any, ...]]:
     """Each transaction's features as the first of its card (see the module docstring).
 
-    Pattern features: the shipped rules over that one transaction (a card's first event)."""
+    Pattern features: the shipped rules over that one transaction (a card's first event).
+    Merchant risk: null (no labels here; the model reads nulls as missing)."""
     engine = FraudFeatureEngine(config)
     patterns = PatternEngine(shipped_rules(), config)
     rows = []
@@ -116,7 +119,8 @@ def request_features(
         card_row = engine.process(i, tx, profile)
         assert card_row is not None  # an empty partition has no watermark: nothing is late
         joined = {} if profile is None else {tx.user_id: profile}
-        row = patterns.process_batch(i, (tx,), (card_row,), joined).rows[0]
+        card_and_patterns = patterns.process_batch(i, (tx,), (card_row,), joined).rows
+        (row,) = append_merchant_risk((tx,), card_and_patterns, None)
         assert row is not None
         rows.append(row)
         engine.revoke(i)

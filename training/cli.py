@@ -163,7 +163,9 @@ def _train(
             "fingerprint": CompiledRules(rules).fingerprint,
         }
         partitions = settings.rtml_topics.transactions.partitions
-        examples: Any = fraud_examples(event_log, partitions=partitions, rules=rules)
+        examples: Any = fraud_examples(
+            event_log, partitions=partitions, config=settings.rtml_features, rules=rules
+        )
     else:
         partitions = settings.rtml_topics.user_events.partitions
         examples = recsys_examples(event_log, partitions=partitions)

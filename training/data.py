@@ -24,7 +24,8 @@ import msgspec
 import numpy as np
 
 from contracts.codec import EventDecoder
-from contracts.events import Transaction, UserEvent, UserProfile
+from contracts.events import FraudLabel, Transaction, UserEvent, UserProfile
+from features.config import FeatureConfig
 from features.definitions import DAY_MS, FRAUD_FEATURE_NAMES, HOUR_MS, RECOMMENDATION_FEATURE_NAMES
 from features.errors import ReplayInputError
 from features.patterns import RuleSet
@@ -62,6 +63,9 @@ class EventLog:
     fraud_log: list[FraudLogRecord] = field(default_factory=list)
     user_events: list[UserEvent] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    # Analysts' decisions with their times (labels.jsonl lines in the fraud-labels contract):
+    # the merchant-risk features' input. Empty for a generated log (see decision_log).
+    decisions: list[FraudLabel] = field(default_factory=list)
     stats: ReplayStats = field(default_factory=ReplayStats)  # .invalid: lines skipped
     source: dict[str, Any] = field(default_factory=dict)  # for the manifest
 
@@ -71,8 +75,33 @@ class EventLog:
 
 
 class _LabelLine(msgspec.Struct):
+    """A generator label (``{"event_id", "label": 1, ...}``) or a fraud-labels record
+    (``contracts.events.FraudLabel``, label ``"fraud"`` or ``"legitimate"``)."""
+
     event_id: str
-    label: int = 1
+    label: int | str = 1
+    card_id: str | None = None
+    merchant_id: str | None = None
+    event_time: int | None = None
+    decided_at: int | None = None
+
+    def is_fraud(self) -> bool:
+        return self.label == "fraud" if isinstance(self.label, str) else self.label > 0
+
+    def decision(self) -> FraudLabel | None:
+        """The analyst's decision when the line is a fraud-labels record."""
+        if self.decided_at is None or self.merchant_id is None or self.card_id is None:
+            return None
+        if self.event_time is None or self.label not in ("fraud", "legitimate"):
+            return None
+        return FraudLabel(
+            self.event_id,
+            self.card_id,
+            self.merchant_id,
+            "fraud" if self.is_fraud() else "legitimate",
+            self.event_time,
+            self.decided_at,
+        )
 
 
 def _is_envelope(path: Path) -> bool:
@@ -136,7 +165,7 @@ def read_log(
                 streams.append(_read_stream(profiles, UserProfile, stats, max_bytes))
             merged = heapq.merge(*streams, key=lambda item: item[0])
             result.fraud_log = [event for _, event in merged]
-            result.labels = read_labels(directory / LABELS_FILE)
+            result.labels, result.decisions = read_label_file(directory / LABELS_FILE)
         if recsys:
             path = _required(directory / USER_EVENTS_FILE)
             result.user_events = [
@@ -158,10 +187,17 @@ def _required(path: Path) -> Path:
 def read_labels(path: Path) -> dict[str, int]:
     """``labels.jsonl``: event_id -> label (1 fraud, 0 legit). A missing file is an error: an
     unlabeled log would train a model that never flags anything."""
+    return read_label_file(path)[0]
+
+
+def read_label_file(path: Path) -> tuple[dict[str, int], list[FraudLabel]]:
+    """The labels (event_id -> 1 fraud, 0 legit), and the lines that are analysts' decisions
+    (fraud-labels records: with merchant_id and decided_at), for the merchant risk."""
     if not path.is_file():
         raise ConfigError(f"{path} does not exist (fraud training needs labels)")
     decoder = msgspec.json.Decoder(_LabelLine)
     labels = {}
+    decisions: list[FraudLabel] = []
     with path.open("rb") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -170,8 +206,40 @@ def read_labels(path: Path) -> dict[str, int]:
                 item = decoder.decode(line)
             except msgspec.DecodeError as exc:
                 raise ConfigError(f"{path}:{number}: not a label line: {exc}") from exc
-            labels[item.event_id] = int(item.label > 0)
-    return labels
+            labels[item.event_id] = int(item.is_fraud())
+            decision = item.decision()
+            if decision is not None:
+                decisions.append(decision)
+    return labels, decisions
+
+
+GENERATED_DECISION_LAG_MS = DAY_MS
+
+
+def decision_log(event_log: EventLog) -> list[FraudLabel]:
+    """The labels the merchant-risk features read while replaying ``event_log``.
+
+    A log exported from the fraud-labels topic carries the analysts' decisions: those. A
+    generated log only knows the truth, so every transaction is decided
+    ``GENERATED_DECISION_LAG_MS`` after it, fraud if labeled so, else legitimate (the generated
+    world learns every outcome a day later; online, only alerted transactions get a decision,
+    see docs/features.md).
+    """
+    if event_log.decisions:
+        return event_log.decisions
+    labels = event_log.labels
+    return [
+        FraudLabel(
+            tx.event_id,
+            tx.card_id,
+            tx.merchant_id,
+            "fraud" if labels.get(tx.event_id, 0) else "legitimate",
+            tx.event_time,
+            tx.event_time + GENERATED_DECISION_LAG_MS,
+        )
+        for tx in event_log.fraud_log
+        if isinstance(tx, Transaction)
+    ]
 
 
 def generate_log(
@@ -297,14 +365,26 @@ class FraudExamples:
 
 
 def fraud_examples(
-    event_log: EventLog, *, partitions: int, rules: RuleSet | None = None
+    event_log: EventLog,
+    *,
+    partitions: int,
+    config: FeatureConfig | None = None,
+    rules: RuleSet | None = None,
 ) -> FraudExamples:
     """Point-in-time fraud features of every transaction, joined with the labels.
 
     ``rules``: the pattern rules (default: the shipped ones); the pipeline's must be the same.
+    The merchant risk reads the log's decisions (``decision_log``).
     """
     stats = ReplayStats()
-    records = replay_fraud(event_log.fraud_log, partitions=partitions, stats=stats, rules=rules)
+    records = replay_fraud(
+        event_log.fraud_log,
+        partitions=partitions,
+        stats=stats,
+        config=config,
+        rules=rules,
+        labels=decision_log(event_log),
+    )
     rows, labels, times, cards = [], [], [], []
     nan = math.nan
     names = FRAUD_FEATURE_NAMES

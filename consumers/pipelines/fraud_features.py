@@ -1,8 +1,9 @@
-"""The fraud feature pipeline: transactions joined with user profiles -> card features.
+"""The fraud feature pipeline: transactions joined with user profiles -> fraud feature rows.
 
 Per poll batch: decode every record (bad ones are dead-lettered), compute the features of each
 partition's transactions in partition order with the shared ``FraudFeatureEngine`` (late ones
-are dead-lettered with reason "late"), write the newest features of every touched card to the
+are dead-lettered with reason "late"), the ``PatternEngine`` and the merchant risk of the fraud
+labels (``consumers.label_table``), write the newest features of every touched card to the
 online store in one round trip, and hand the outputs back to the runner, which commits them
 with the changelog and offsets in one transaction per partition.
 
@@ -24,6 +25,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from consumers.label_table import LabelTable
 from consumers.partition_session import OutRecord
 from consumers.pipelines.fraud_partition import FraudPartition
 from consumers.pipelines.intake import Intake
@@ -40,6 +42,7 @@ from contracts.codec import encode
 from contracts.events import PatternAlert, Transaction, UserProfile
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
+from features.merchant_risk import append_merchant_risk
 from features.patterns import PatternEngine, load_rules
 from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
@@ -85,6 +88,7 @@ class FraudFeaturesPipeline:
         self._rules_version = rules.version
         self._patterns = PatternEngine(rules, settings.rtml_features)
         self._profiles = ProfileTable(settings)
+        self._labels = LabelTable(settings)
         self._intake = Intake(Transaction, settings)
         self.dead_letters = self._intake.dead_letters
         self._emit = (
@@ -130,8 +134,10 @@ class FraudFeaturesPipeline:
             self._store = OnlineStore.from_settings(self._settings)
         await self._store.ping()
         await self._profiles.start()
+        await self._labels.start()
 
     async def stop(self) -> None:
+        await self._labels.stop()
         await self._profiles.stop()
         if self._owns_store and self._store is not None:
             await self._store.close()
@@ -150,6 +156,8 @@ class FraudFeaturesPipeline:
             "pattern_alerts": self.pattern_alerts,
             "pattern_state_resets": self._patterns.reset_keys,
             "unknown_fields": dict(self._intake.unknown_fields),
+            "fraud_labels": len(self._labels.risk),
+            "invalid_fraud_labels": self._labels.invalid,
         }
 
     async def process(self, batches: list[PartitionBatch]) -> dict[int, list[OutRecord]]:
@@ -170,10 +178,12 @@ class FraudFeaturesPipeline:
             result = self._engine.process_batch(
                 batch.partition, transactions, profiles, now_ms=now_ms
             )
-            # Card rows + pattern features (full FRAUD rows), and the rules' matches.
+            # Card rows + pattern features, and the rules' matches; then the merchant risk
+            # from the fraud labels completes the FRAUD rows.
             patterns = self._patterns.process_batch(
                 batch.partition, transactions, result.rows, profiles, now_ms=now_ms
             )
+            rows = append_merchant_risk(transactions, patterns.rows, self._labels.risk)
             for match in patterns.matches:
                 tx = transactions[match.index]
                 alert = PatternAlert(
@@ -196,7 +206,7 @@ class FraudFeaturesPipeline:
                 error = InvalidEvent("late", "event_time is older than the partition's watermark")
                 out.append(self.dead_letters.of(sources[index], error))
             scoring = self._scorer is not None
-            for tx, row, source in zip(transactions, patterns.rows, sources, strict=True):
+            for tx, row, source in zip(transactions, rows, sources, strict=True):
                 if row is None:
                     continue
                 if scoring:

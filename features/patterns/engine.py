@@ -95,7 +95,8 @@ class PatternMatch:
 
 @dataclass(slots=True)
 class PatternBatch:
-    """Full fraud rows (card features + pattern features; None where late) and alert matches."""
+    """Card + pattern rows (``FRAUD_CARD`` then ``FRAUD_PATTERNS`` values; None where late; the
+    merchant risk completes them to ``FRAUD`` rows) and alert matches."""
 
     rows: list[tuple[Any, ...] | None] = field(default_factory=list)
     matches: list[PatternMatch] = field(default_factory=list)

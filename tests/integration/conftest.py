@@ -34,6 +34,12 @@ Fixtures for every integration test:
     A local Ray instance (8 logical CPUs, no dashboard) shared by every test that needs Ray;
     shut down at the end of the session. Use fractional ``num_cpus`` for actors.
 
+``cdc_settings`` (session)
+    ``stack_settings`` with ``rtml_cdc`` on: a private PostgreSQL (data dir under the session
+    temp dir, ports claimed like the others) and a Kafka Connect worker on the session broker,
+    with the schema applied and the users connector registered (``infra.stack.up``). Started
+    only by the tests that ask for it (the Connect JVM takes ~20 s); stopped at the end.
+
 ``read_topic`` (function)
     ``records = await read_topic(topic, timeout_s=10.0)``: every record of the topic from the
     beginning up to its end offsets at the time of the call, in offset order per partition
@@ -67,6 +73,8 @@ from rtml.settings import Settings, TopicSpec, load_settings
 TEST_KAFKA_PORT = 19092
 TEST_CONTROLLER_PORT = 19093
 TEST_REDIS_PORT = 16379
+TEST_POSTGRES_PORT = 15432
+TEST_CONNECT_PORT = 18083
 _HERE = Path(__file__).parent
 
 NewTopic = Callable[..., Awaitable[str]]
@@ -131,9 +139,13 @@ def _test_stack_overrides(state_dir: Path, ports: _PortClaims) -> dict[str, obje
     return overrides
 
 
+_ports: _PortClaims | None = None
+
+
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    ports = _PortClaims()
+    global _ports
+    ports = _ports = _PortClaims()
     try:
         state_dir = tmp_path_factory.mktemp("rtml-state")
         settings = load_settings(**_test_stack_overrides(state_dir, ports))
@@ -146,6 +158,29 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         stack.down(settings, timeout_s=20.0)
     finally:
         ports.release()
+
+
+@pytest.fixture(scope="session")
+def cdc_settings(stack_settings: Settings) -> Iterator[Settings]:
+    from infra import kafka_connect, postgres_server
+
+    assert _ports is not None
+    postgres, connect = _ports.claim(TEST_POSTGRES_PORT), _ports.claim(TEST_CONNECT_PORT)
+    settings = stack_settings.model_copy(
+        update={
+            "rtml_cdc": True,
+            "database_url": f"postgresql://rtml@127.0.0.1:{postgres}/rtml",
+            "database_managed": True,
+            "kafka_connect_url": f"http://127.0.0.1:{connect}",
+            "kafka_connect_managed": True,
+        }
+    )
+    try:
+        stack.up(settings, timeout_s=120.0)
+        yield settings
+    finally:
+        kafka_connect.stop(settings, timeout_s=20.0)
+        postgres_server.stop(settings, timeout_s=20.0)
 
 
 def _unique(request: pytest.FixtureRequest, prefix: str) -> str:

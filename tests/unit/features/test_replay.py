@@ -13,13 +13,14 @@ import msgspec
 import pytest
 
 from contracts.codec import encode
-from contracts.events import Transaction, UserEvent, UserProfile
+from contracts.events import FraudLabel, Transaction, UserEvent, UserProfile
 from features import cli
 from features.aggregates import GlobalViews
 from features.config import FeatureConfig
-from features.definitions import FRAUD
+from features.definitions import FRAUD, MINUTE_MS
 from features.errors import ReplayInputError
 from features.fraud import FraudFeatureEngine
+from features.merchant_risk import MerchantRisk, append_merchant_risk
 from features.partitioner import partition_for_key
 from features.patterns import PatternEngine, shipped_rules
 from features.recommendations import RecommendationFeatureEngine, recommendation_row_dict
@@ -71,13 +72,34 @@ def by_id(records: list[FeatureRecord]) -> dict[str, FeatureRecord]:
 @pytest.mark.parametrize("seed", range(3))
 def test_fraud_replay_equals_online_processing(streams: Any, seed: int) -> None:
     log = fraud_log(streams, seed)
+    # Labels of every third transaction, decided a minute after it; with no label delay they
+    # count for the merchant's transactions from then on.
+    config = CONFIG.model_copy(update={"label_delay_ms": 0})
+    labels = [
+        FraudLabel(
+            tx.event_id,
+            tx.card_id,
+            tx.merchant_id,
+            "fraud" if i % 2 else "legitimate",
+            tx.event_time,
+            tx.event_time + MINUTE_MS,
+        )
+        for i, tx in enumerate(r for r in log if isinstance(r, Transaction))
+        if i % 3 == 0
+    ]
     stats = ReplayStats()
-    replayed = by_id(list(replay_fraud(log, partitions=PARTITIONS, config=CONFIG, stats=stats)))
+    replayed = by_id(
+        list(replay_fraud(log, partitions=PARTITIONS, config=config, stats=stats, labels=labels))
+    )
 
     # Online: each partition's consumer sees the profile table as it was when the
-    # transaction came, and processes in batches between profile changes.
-    engine = FraudFeatureEngine(CONFIG)
-    patterns = PatternEngine(shipped_rules(), CONFIG)
+    # transaction came, and processes in batches between profile changes; a label reaches the
+    # actors once the stream's clock passes its decision (the live table prunes old days).
+    engine = FraudFeatureEngine(config)
+    patterns = PatternEngine(shipped_rules(), config)
+    risk = MerchantRisk(config.label_delay_ms)
+    pending = sorted(labels, key=lambda label: label.decided_at, reverse=True)
+    clock = 0
     for p in range(PARTITIONS):
         engine.assign(p)
         patterns.assign(p)
@@ -90,9 +112,13 @@ def test_fraud_replay_equals_online_processing(streams: Any, seed: int) -> None:
         elif isinstance(record, ProfileTombstone):
             table.pop(record.user_id, None)
         else:
+            clock = max(clock, record.event_time)
+            while pending and pending[-1].decided_at <= clock:
+                risk.add(pending.pop())
             p = partition_for_key(record.card_id.encode(), PARTITIONS)
             card_rows = engine.process_batch(p, [record], table).rows
-            row = patterns.process_batch(p, [record], card_rows, table).rows[0]
+            rows = patterns.process_batch(p, [record], card_rows, table).rows
+            (row,) = append_merchant_risk([record], rows, risk)
             if row is None:
                 late += 1
             else:
@@ -104,6 +130,8 @@ def test_fraud_replay_equals_online_processing(streams: Any, seed: int) -> None:
         assert replayed[event_id].features == features
     assert any(r.features["distance_from_home_km"] is not None for r in replayed.values())
     assert any(r.features["distance_from_home_km"] is None for r in replayed.values())
+    shares = {r.features["merchant_fraud_share_1d"] for r in replayed.values()}
+    assert None in shares and len(shares - {None}) > 1
 
 
 def test_profile_table_is_as_of_the_transactions_place_in_the_log() -> None:

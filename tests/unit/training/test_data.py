@@ -9,10 +9,17 @@ import msgspec
 import numpy as np
 import pytest
 
-from contracts.events import Transaction, UserEvent, UserProfile
-from features.definitions import DAY_MS, HOUR_MS
+from contracts.events import FraudLabel, Transaction, UserEvent, UserProfile
+from features.definitions import DAY_MS, FRAUD_FEATURE_NAMES, HOUR_MS
 from rtml.errors import ConfigError
-from training.data import EventLog, TimeSplit, fraud_examples, read_log, recsys_examples
+from training.data import (
+    EventLog,
+    TimeSplit,
+    decision_log,
+    fraud_examples,
+    read_log,
+    recsys_examples,
+)
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 
@@ -123,3 +130,31 @@ def test_time_split_by_days_after_a_warmup() -> None:
     assert (short.val_start - T0) % HOUR_MS == 0
     with pytest.raises(ConfigError, match="too little time"):
         TimeSplit.by_fractions(np.array([T0, T0 + 1]))
+
+
+def test_labeled_history_feeds_the_merchant_risk_after_the_delay(tmp_path: Path) -> None:
+    """labels.jsonl exported from fraud-labels: the decisions drive the merchant risk."""
+    enc = msgspec.json.encode
+    decided = T0 + HOUR_MS
+    later = decided + 7 * DAY_MS + 60_000
+    write_lines(
+        tmp_path / "transactions.jsonl",
+        [enc(tx(1, T0)), enc(tx(2, decided + 60_000)), enc(tx(3, later))],
+    )
+    label = FraudLabel("tx-1", "c1", "m1", "fraud", T0, decided)
+    write_lines(tmp_path / "labels.jsonl", [enc(label)])
+    log = read_log(tmp_path, recsys=False)
+    assert log.labels == {"tx-1": 1} and log.decisions == [label]
+    examples = fraud_examples(log, partitions=1)
+    share = examples.x[:, list(FRAUD_FEATURE_NAMES).index("merchant_fraud_share_7d")]
+    assert np.isnan(share[0]) and np.isnan(share[1])  # not yet 7 days old
+    assert share[2] == 1.0
+
+
+def test_a_generated_log_decides_every_transaction_a_day_later() -> None:
+    log = EventLog(fraud_log=[tx(1, T0), tx(2, T0 + 1)], labels={"tx-2": 1})
+    decisions = decision_log(log)
+    assert [(d.event_id, d.label, d.decided_at - d.event_time) for d in decisions] == [
+        ("tx-1", "legitimate", DAY_MS),
+        ("tx-2", "fraud", DAY_MS),
+    ]

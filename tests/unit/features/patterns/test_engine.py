@@ -11,7 +11,7 @@ import pytest
 
 from contracts.events import Transaction, UserProfile
 from features.config import FeatureConfig
-from features.definitions import FRAUD, HOUR_MS, MINUTE_MS, SECOND_MS
+from features.definitions import FRAUD, FRAUD_CARD, FRAUD_PATTERNS, HOUR_MS, MINUTE_MS, SECOND_MS
 from features.fraud import FraudFeatureEngine
 from features.patterns import (
     PatternBatch,
@@ -111,11 +111,13 @@ class Harness:
 FEATURE_RULES = shipped_rules().rules
 
 
-def test_rows_are_full_fraud_rows() -> None:
+def test_rows_are_the_card_then_the_pattern_features() -> None:
     h = Harness()
     row = h.run([tx("a", 0, 10.0)]).rows[0]
-    assert row is not None and len(row) == len(FRAUD.names)
-    features = FRAUD.as_dict(row)
+    names = FRAUD_CARD.names + FRAUD_PATTERNS.names
+    assert row is not None and len(row) == len(names)
+    assert FRAUD.names[: len(names)] == names  # the merchant risk follows (append_merchant_risk)
+    features = dict(zip(names, row, strict=True))
     assert features["amount"] == 10.0
     assert features["pattern_card_testing_matched"] == 0
     assert features["pattern_card_testing_count"] == 0
