@@ -218,6 +218,8 @@ class ConsumerRunner(ConsumerRebalanceListener):
             now_ms = time.time_ns() // 1_000_000
             self._pipeline.on_idle({p: s.processor for p, s in self._sessions.items()}, now_ms)
             if not batches:
+                if self._inflight is not None and self._inflight.done():
+                    await self._settle_commits()  # an idle loop still learns of a failed commit
                 self._update_lag(consumer)
                 return
             batch_stats: BatchStats | None = getattr(self._pipeline, "batch_stats", None)

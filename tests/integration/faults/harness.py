@@ -235,6 +235,7 @@ class FraudWorkload:
             "dead_letter": TopicSpec(name=f"dead-{suffix}"),
             "fraud_scores": TopicSpec(name=f"scores-{suffix}", partitions=PARTITIONS),
             "fraud_alerts": TopicSpec(name=f"alerts-{suffix}"),
+            "fraud_labels": TopicSpec(name=f"labels-{suffix}"),  # the merchant-risk table
         }
         await ensure_topics(base, list(specs.values()))
         topics = Topics(**{k: v.model_dump() for k, v in specs.items()})
