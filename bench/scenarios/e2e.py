@@ -51,7 +51,6 @@ SUSTAINED_TARGET = 20_000.0
 CEILING_SHARE_TARGET = 0.5
 DRAIN_BASELINES = ("ceiling/passthrough-txn", "features/ray-2")
 LIVE_USERS = 200_000
-SHARED_GROUP = "e2e_group"
 
 
 class _ScoreTimes(msgspec.Struct):
@@ -148,11 +147,10 @@ def _load_case(rate: float):
 
 
 async def _live_group(ctx: BenchContext) -> tuple[Any, Any]:
-    """The scenario's consumer group on its own topics, started once and kept for every load
-    (stopped when the bench ends)."""
-    shared = ctx.shared.get(SHARED_GROUP)
-    if shared is not None:
-        return shared  # type: ignore[no-any-return]
+    """The scenario's consumer group on its own topics, ready (every partition restored).
+
+    One per load: the group id is the pipeline's, which the other scenarios reset between
+    their runs, and a group with live members cannot be reset."""
     from consumers.actors import ConsumerGroup
 
     app = await bench_app(ctx)
@@ -161,20 +159,31 @@ async def _live_group(ctx: BenchContext) -> tuple[Any, Any]:
         update={"rtml_topics": topics, "rtml_emit_feature_rows": False}
     )
     group = ConsumerGroup(settings, "fraud")
-    ctx.on_close(lambda: asyncio.to_thread(group.stop))
-    await asyncio.to_thread(group.scale, ACTORS, max_members=ctx.options.partitions)
-    deadline = time.monotonic() + 300
-    while not group_ready(await asyncio.to_thread(group.stats), ctx.options.partitions):
-        if time.monotonic() > deadline:
-            raise BenchError("e2e/load", "the consumer group was not ready after 300 s")
-        await asyncio.sleep(0.2)
-    ctx.shared[SHARED_GROUP] = (settings, group)
+    try:
+        await asyncio.to_thread(group.scale, ACTORS, max_members=ctx.options.partitions)
+        deadline = time.monotonic() + 300
+        while not group_ready(await asyncio.to_thread(group.stats), ctx.options.partitions):
+            if time.monotonic() > deadline:
+                raise BenchError("e2e/load", "the consumer group was not ready after 300 s")
+            await asyncio.sleep(0.2)
+    except BaseException:
+        await asyncio.to_thread(group.stop)
+        raise
     return settings, group
 
 
 async def _load(ctx: BenchContext, round_: int, rate: float) -> Sample:
     case = f"e2e/load-{rate:g}"
     settings, group = await _live_group(ctx)
+    try:
+        return await _measure_load(ctx, round_, rate, case, settings, group)
+    finally:
+        await asyncio.to_thread(group.stop)
+
+
+async def _measure_load(
+    ctx: BenchContext, round_: int, rate: float, case: str, settings: Any, group: Any
+) -> Sample:
     seconds = ctx.options.sizes.load_seconds
     scores = ScoreReader(settings)
     await scores.start()
