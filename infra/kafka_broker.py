@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import hashlib
 import logging
 import re
 import shutil
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from infra import processes
+from infra import maven, processes
 from infra.probes import probe_kafka
 from rtml.errors import ConfigError, ServiceError, ServiceUnavailable
 from rtml.settings import KAFKA_VERSION, Settings
@@ -58,7 +57,6 @@ JVM_OPTS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-JAR_MARKER = ".complete"
 
 
 @dataclass(frozen=True)
@@ -265,87 +263,20 @@ def check_java() -> int:
     return major
 
 
+POM = "pom.xml"  # the broker's jars (infra/pom.xml), fetched like every JVM service's
+
+
 def _pom_text() -> str:
-    return resources.files("infra").joinpath("pom.xml").read_text(encoding="utf-8")
+    return maven.pom_text(POM)
 
 
 def jars_ready(settings: Settings) -> bool:
-    marker = settings.kafka_libs_dir / JAR_MARKER
-    try:
-        return marker.read_text(encoding="utf-8").strip() == _fingerprint(_pom_text())
-    except FileNotFoundError:
-        return False
-
-
-def _fingerprint(pom: str) -> str:
-    return hashlib.sha256(pom.encode("utf-8")).hexdigest()
+    return maven.jars_ready(settings.kafka_libs_dir, _pom_text())
 
 
 def ensure_jars(settings: Settings, *, timeout_s: float = 900.0) -> Path:
     """The broker's jars in ``settings.kafka_libs_dir``, downloaded by Maven on the first call."""
-    libs = settings.kafka_libs_dir
-    if jars_ready(settings):
-        return libs
-    work = libs.parent
-    with processes.file_lock(work / ".lock"):
-        if jars_ready(settings):  # another process finished while we waited for the lock
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ServiceError(
-                "maven",
-                "mvn is not on PATH; it downloads the Kafka jars once "
-                "(e.g. apt-get install -y maven)",
-            )
-        pom = _pom_text()
-        (work / "pom.xml").write_text(pom, encoding="utf-8")
-        partial = work / "libs.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        log.info("downloading the Kafka %s jars with Maven into %s (once)", KAFKA_VERSION, libs)
-        started = time.monotonic()
-        command = [
-            mvn,
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(work / "pom.xml"),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={partial}",
-            "-DincludeScope=runtime",
-        ]
-        try:
-            result = subprocess.run(
-                command, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ServiceUnavailable(
-                "maven", f"downloading the Kafka jars took over {timeout_s:.0f} s"
-            ) from exc
-        if result.returncode != 0 or not (partial / BROKER_JAR).is_file():
-            raise ServiceUnavailable(
-                "maven",
-                "could not download the Kafka jars from Maven Central: "
-                + _maven_error(result.stdout + result.stderr),
-            )
-        shutil.rmtree(libs, ignore_errors=True)
-        partial.rename(libs)
-        (libs / JAR_MARKER).write_text(_fingerprint(pom) + "\n", encoding="utf-8")
-        jars = sum(1 for _ in libs.glob("*.jar"))
-        log.info("%d jars ready in %.1f s", jars, time.monotonic() - started)
-    return libs
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _maven_error(output: str) -> str:
-    """The first ``[ERROR]`` line of Maven's output, without colours and help links."""
-    lines = [_ANSI.sub("", line).strip() for line in output.splitlines()]
-    errors = [line for line in lines if line.startswith("[ERROR]") and line != "[ERROR]"]
-    text = errors[0] if errors else ([line for line in lines if line] or ["mvn failed"])[-1]
-    text = text.removeprefix("[ERROR]").strip()
-    return re.sub(r"\s*-> \[Help \d+\]$", "", text)[:400]
+    return maven.ensure_jars(POM, settings.kafka_libs_dir, expect=BROKER_JAR, timeout_s=timeout_s)
 
 
 # --- storage and process -----------------------------------------------------------------------

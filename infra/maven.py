@@ -1,9 +1,8 @@
-"""Jars from Maven Central for the optional JVM services (Kafka Connect and its plugins).
+"""Jars from Maven Central for the JVM services (the broker, Kafka Connect and its plugins).
 
 Each set of jars is described by a pom shipped in ``infra/`` and copied once by ``mvn
 dependency:copy-dependencies`` into a cache folder; a marker file holding the pom's hash says
 the copy is complete, so later starts download nothing and a changed pom downloads again.
-(The broker's own jars follow the same scheme in ``infra/kafka_broker.py``.)
 """
 
 from __future__ import annotations

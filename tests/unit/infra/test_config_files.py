@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import kafka_broker, redis_server
+from infra import kafka_broker, maven, redis_server
 from infra.kafka_broker import BrokerPaths
 from infra.redis_server import RedisPaths
 from rtml.errors import ConfigError
@@ -76,7 +76,7 @@ def test_write_config_writes_both_files(tmp_path: Path) -> None:
 def test_java_command_uses_cached_jars_and_log_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kafka_broker.shutil, "which", lambda name: f"/opt/bin/{name}")
+    monkeypatch.setattr(maven.shutil, "which", lambda name: f"/opt/bin/{name}")
     settings = make_settings(tmp_path)
     paths = BrokerPaths.of(settings)
     command = kafka_broker.java_command(settings, paths, "kafka.Kafka", str(paths.config))
@@ -89,7 +89,7 @@ def test_java_command_uses_cached_jars_and_log_config(
 
 
 def test_missing_java_is_a_service_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka_broker.shutil, "which", lambda name: None)
+    monkeypatch.setattr(maven.shutil, "which", lambda name: None)
     kafka_broker.check_java.cache_clear()
     try:
         with pytest.raises(kafka_broker.ServiceError, match="java is not on PATH"):
@@ -99,7 +99,7 @@ def test_missing_java_is_a_service_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_missing_maven_is_a_service_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka_broker.shutil, "which", lambda name: None)
+    monkeypatch.setattr(maven.shutil, "which", lambda name: None)
     with pytest.raises(kafka_broker.ServiceError, match="mvn is not on PATH"):
         kafka_broker.ensure_jars(make_settings(tmp_path))
 
@@ -108,10 +108,10 @@ def test_jars_ready_needs_the_marker_of_this_pom(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     assert not kafka_broker.jars_ready(settings)
     settings.kafka_libs_dir.mkdir(parents=True)
-    marker = settings.kafka_libs_dir / kafka_broker.JAR_MARKER
+    marker = settings.kafka_libs_dir / maven.MARKER
     marker.write_text("stale-hash\n")
     assert not kafka_broker.jars_ready(settings)
-    marker.write_text(kafka_broker._fingerprint(kafka_broker._pom_text()) + "\n")
+    marker.write_text(maven.fingerprint(kafka_broker._pom_text()) + "\n")
     assert kafka_broker.jars_ready(settings)
     assert settings.kafka_libs_dir.is_relative_to(settings.rtml_cache_dir)
 
@@ -141,12 +141,10 @@ def test_maven_error_picks_the_first_error_line() -> None:
         "[INFO] stuff\n[ERROR] Failed to execute goal: Could not resolve dependencies\n"
         "[ERROR] more\n"
     )
-    assert kafka_broker._maven_error(output) == (
-        "Failed to execute goal: Could not resolve dependencies"
-    )
-    assert kafka_broker._maven_error("boom\n") == "boom"
+    assert maven.maven_error(output) == ("Failed to execute goal: Could not resolve dependencies")
+    assert maven.maven_error("boom\n") == "boom"
     coloured = "\x1b[1;31m[ERROR]\x1b[0m Could not find artifact x:y:jar:1 in central -> [Help 1]\n"
-    assert kafka_broker._maven_error(coloured) == "Could not find artifact x:y:jar:1 in central"
+    assert maven.maven_error(coloured) == "Could not find artifact x:y:jar:1 in central"
 
 
 def test_new_cluster_id_is_a_kafka_uuid() -> None:
