@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -147,6 +148,46 @@ class _ModelReplica(Generic[M]):
         if torch_worker is not None:
             torch_worker.close()
 
+    async def _answer(
+        self,
+        request: Any,
+        expected: type,
+        empty: Callable[[str], Any],
+        limit: int,
+        batched: Callable[[Any], Awaitable[Any]],
+    ) -> Any:
+        """One handle call: an empty request answers at once, a request that fills a batch
+        runs alone, others coalesce in ``batched`` (@serve.batch); counted in the metrics."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            if not isinstance(request, expected):
+                raise InvalidRequest(
+                    f"expected a {expected.__name__}, got {type(request).__name__}"
+                )
+            if len(request) == 0:
+                response = empty(self._loaded().version)
+            elif fills_batch(request, limit):
+                response = (await self._forward([request]))[0]
+            else:
+                response = await batched(request)
+            outcome = "ok"
+            return response
+        finally:
+            self._metrics.answered(outcome, (time.perf_counter() - started) * 1000.0)
+
+    async def _forward(self, requests: list[Any]) -> list[Any]:
+        """One forward pass over ``requests`` on the torch thread, with the model read once."""
+        model = self._loaded().model
+        started = time.perf_counter()
+        responses: list[Any] = await self._torch.run(self._compute, model, requests)
+        compute_ms = (time.perf_counter() - started) * 1000.0
+        self._metrics.batch(sum(len(r) for r in requests), len(requests), compute_ms)
+        return responses
+
+    def _compute(self, model: M, requests: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
     def _simulate_load(self) -> None:
         if self._delay_s:
             time.sleep(self._delay_s)  # on the torch thread, like a heavier model
@@ -169,34 +210,19 @@ class FraudScorer(_ModelReplica[LoadedFraudModel]):
 
     async def score(self, request: FraudScoreRequest) -> FraudScoreResponse:
         """Scores of ``request.rows``; reasons for the rows at or above its threshold."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            if not isinstance(request, FraudScoreRequest):
-                raise InvalidRequest(f"expected a FraudScoreRequest, got {type(request).__name__}")
-            if len(request) == 0:
-                response = FraudScoreResponse(self._loaded().version, np.zeros(0), {})
-            elif fills_batch(request, self._max_rows):
-                response = (await self._forward([request]))[0]
-            else:
-                response = await self._score_batch(request)
-            outcome = "ok"
-            return response
-        finally:
-            self._metrics.answered(outcome, (time.perf_counter() - started) * 1000.0)
+        response: FraudScoreResponse = await self._answer(
+            request,
+            FraudScoreRequest,
+            lambda version: FraudScoreResponse(version, np.zeros(0), {}),
+            self._max_rows,
+            self._score_batch,
+        )
+        return response
 
     # max_batch_size and batch_wait_timeout_s are set from AppArgs in __init__.
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.001, batch_size_fn=rows_in)
     async def _score_batch(self, requests: list[FraudScoreRequest]) -> list[FraudScoreResponse]:
         return await self._forward(requests)
-
-    async def _forward(self, requests: list[FraudScoreRequest]) -> list[FraudScoreResponse]:
-        model = self._loaded().model
-        started = time.perf_counter()
-        responses = await self._torch.run(self._compute, model, requests)
-        compute_ms = (time.perf_counter() - started) * 1000.0
-        self._metrics.batch(sum(len(r) for r in requests), len(requests), compute_ms)
-        return responses
 
     def _compute(
         self, model: LoadedFraudModel, requests: list[FraudScoreRequest]
@@ -221,33 +247,18 @@ class Recommender(_ModelReplica[LoadedRecommender]):
 
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         """Each user's top ``request.k`` items, without their excluded (purchased) items."""
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            if not isinstance(request, RecommendRequest):
-                raise InvalidRequest(f"expected a RecommendRequest, got {type(request).__name__}")
-            if len(request) == 0:
-                response = RecommendResponse(self._loaded().version, [])
-            elif fills_batch(request, self._max_users):
-                response = (await self._forward([request]))[0]
-            else:
-                response = await self._recommend_batch(request)
-            outcome = "ok"
-            return response
-        finally:
-            self._metrics.answered(outcome, (time.perf_counter() - started) * 1000.0)
+        response: RecommendResponse = await self._answer(
+            request,
+            RecommendRequest,
+            lambda version: RecommendResponse(version, []),
+            self._max_users,
+            self._recommend_batch,
+        )
+        return response
 
     @serve.batch(max_batch_size=256, batch_wait_timeout_s=0.001, batch_size_fn=rows_in)
     async def _recommend_batch(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
         return await self._forward(requests)
-
-    async def _forward(self, requests: list[RecommendRequest]) -> list[RecommendResponse]:
-        model = self._loaded().model
-        started = time.perf_counter()
-        responses = await self._torch.run(self._compute, model, requests)
-        compute_ms = (time.perf_counter() - started) * 1000.0
-        self._metrics.batch(sum(len(r) for r in requests), len(requests), compute_ms)
-        return responses
 
     def _compute(
         self, model: LoadedRecommender, requests: list[RecommendRequest]
