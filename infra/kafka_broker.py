@@ -276,7 +276,13 @@ def jars_ready(settings: Settings) -> bool:
 
 def ensure_jars(settings: Settings, *, timeout_s: float = 900.0) -> Path:
     """The broker's jars in ``settings.kafka_libs_dir``, downloaded by Maven on the first call."""
-    return maven.ensure_jars(POM, settings.kafka_libs_dir, expect=BROKER_JAR, timeout_s=timeout_s)
+    return maven.ensure_jars(
+        _pom_text(),
+        settings.kafka_libs_dir,
+        expect=BROKER_JAR,
+        what="the Kafka jars",
+        timeout_s=timeout_s,
+    )
 
 
 # --- storage and process -----------------------------------------------------------------------

@@ -179,12 +179,15 @@ def ensure_jars(settings: Settings) -> None:
     """The worker's jars and the Debezium plugin, from Maven Central once."""
     from rtml.settings import DEBEZIUM_VERSION
 
-    maven.ensure_jars("connect-pom.xml", settings.kafka_connect_libs_dir, expect=RUNTIME_JAR)
-    maven.ensure_jars(
-        "debezium-pom.xml",
-        settings.debezium_plugin_dir / PLUGIN_NAME,
-        expect=DEBEZIUM_JAR.format(version=DEBEZIUM_VERSION),
-    )
+    for pom, libs, expect in (
+        ("connect-pom.xml", settings.kafka_connect_libs_dir, RUNTIME_JAR),
+        (
+            "debezium-pom.xml",
+            settings.debezium_plugin_dir / PLUGIN_NAME,
+            DEBEZIUM_JAR.format(version=DEBEZIUM_VERSION),
+        ),
+    ):
+        maven.ensure_jars(maven.pom_text(pom), libs, expect=expect, what=f"the jars of {pom}")
 
 
 # --- process -----------------------------------------------------------------------------------

@@ -39,13 +39,12 @@ def jars_ready(libs: Path, pom: str) -> bool:
         return False
 
 
-def ensure_jars(pom_name: str, libs: Path, *, expect: str, timeout_s: float = 900.0) -> Path:
-    """The runtime jars of ``infra/<pom_name>`` in ``libs``, downloaded on the first call.
+def ensure_jars(pom: str, libs: Path, *, expect: str, what: str, timeout_s: float = 900.0) -> Path:
+    """The runtime jars of the pom text ``pom`` in ``libs``, downloaded on the first call.
 
     ``expect`` is the file name of one jar that must be there afterwards (a sanity check that
-    Maven resolved what we asked for).
+    Maven resolved what we asked for); ``what`` names the jars in messages ("the Kafka jars").
     """
-    pom = pom_text(pom_name)
     if jars_ready(libs, pom):
         return libs
     work = libs.parent
@@ -55,12 +54,13 @@ def ensure_jars(pom_name: str, libs: Path, *, expect: str, timeout_s: float = 90
         mvn = shutil.which("mvn")
         if mvn is None:
             raise ServiceError(
-                "maven", f"mvn is not on PATH; it downloads {expect} once (apt-get install maven)"
+                "maven",
+                f"mvn is not on PATH; it downloads {what} once (e.g. apt-get install -y maven)",
             )
         (work / "pom.xml").write_text(pom, encoding="utf-8")
         partial = work / "libs.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        log.info("downloading the jars of %s with Maven into %s (once)", pom_name, libs)
+        log.info("downloading %s with Maven into %s (once)", what, libs)
         started = time.monotonic()
         command = [
             mvn,
@@ -79,12 +79,12 @@ def ensure_jars(pom_name: str, libs: Path, *, expect: str, timeout_s: float = 90
             )
         except subprocess.TimeoutExpired as exc:
             raise ServiceUnavailable(
-                "maven", f"downloading the jars of {pom_name} took over {timeout_s:.0f} s"
+                "maven", f"downloading {what} took over {timeout_s:.0f} s"
             ) from exc
         if result.returncode != 0 or not (partial / expect).is_file():
             raise ServiceUnavailable(
                 "maven",
-                f"could not download the jars of {pom_name} from Maven Central: "
+                f"could not download {what} from Maven Central: "
                 + maven_error(result.stdout + result.stderr),
             )
         shutil.rmtree(libs, ignore_errors=True)
