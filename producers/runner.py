@@ -83,8 +83,13 @@ async def produce_live(
     send_labels: bool = False,
     report: Report | None = None,
     sink: KafkaSink | None = None,
+    announce_profiles: bool = True,
 ) -> ProduceSummary:
     """Produce at ``rate`` records/s (all streams together) for ``duration_s`` or ``count``.
+
+    ``announce_profiles=False``: the stream carries no first-seen profiles (every user counts as
+    announced; see ``produce_profiles``), so the rate is activity and profile changes only. By
+    default a user's profile is announced just before their first event, inside the stream.
 
     Event times are the wall clock: record ``k`` has ``start + k / rate`` (minus its delay when
     it is out of order or late). Raises ``ServiceUnavailable`` when Kafka cannot be reached.
@@ -106,11 +111,28 @@ async def produce_live(
         generator.live = LiveTimeline(now_ms(), schedule)
 
     sink = sink or KafkaSink(settings, send_labels=send_labels)
+    if not announce_profiles:
+        await asyncio.to_thread(generator.announce_all, now_ms())
     async with sink:
         elapsed, labels = await _pump(
             sink, generator.batches(), schedule, limit, report, start_clock
         )
     return _summary(sink, elapsed, labels, rate)
+
+
+async def produce_profiles(
+    settings: Settings, config: GeneratorConfig, *, sink: KafkaSink | None = None
+) -> int:
+    """Send the profile of every user of ``config`` as of now, as fast as the broker takes
+    them: the profile table that exists before live traffic produced with
+    ``announce_profiles=False``. Returns how many were sent."""
+    generator = EventGenerator(config, start_ms=EPOCH_MS)
+    profiles = await asyncio.to_thread(generator.announce_all, now_ms())
+    sink = sink or KafkaSink(settings)
+    async with sink:
+        for start in range(0, len(profiles), UNPACED_BATCH):
+            await sink.send(profiles[start : start + UNPACED_BATCH])
+    return len(profiles)
 
 
 async def produce_history(

@@ -95,6 +95,23 @@ class EventGenerator:
     def __iter__(self) -> Iterator[Record]:
         return itertools.chain.from_iterable(self.batches())
 
+    def announce_all(self, time_ms: int) -> list[Record]:
+        """The profile of every user not announced yet, as of ``time_ms``, marked announced:
+        a profile table that exists before the traffic starts (the stream then carries only
+        activity and changes). Their ``seq`` is -1: they are not part of the paced stream."""
+        pop = self.world.population
+        out = []
+        for user in np.flatnonzero(~pop.announced).tolist():
+            # As of the stream's start (account age), stamped with ``time_ms``.
+            profile = self.profiles.profile(user, self.start_ms)
+            profile = msgspec.structs.replace(profile, updated_at=time_ms)
+            value = encode(profile)
+            out.append(
+                Record(-1, Stream.USER_PROFILES, profile.user_id, value, time_ms, None, None)
+            )
+        pop.announced[:] = True
+        return out
+
     def batches(self) -> Iterator[list[Record]]:
         """Lists of records in emission order, one per chunk of simulated time (may be empty)."""
         pending: list[tuple] = []  # (emit_at, draft number, draft...), sorted

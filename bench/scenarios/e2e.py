@@ -39,7 +39,7 @@ from bench.scenarios.features import reset_state, verify_committed
 from bench.serving import bench_app
 from bench.workload import TransactionsWorkload, generator_config
 from consumers.kafka_io import make_consumer
-from producers.runner import produce_live
+from producers.runner import produce_live, produce_profiles
 
 ACTORS = 2
 WARMUP_S = 3.0
@@ -197,18 +197,16 @@ async def _measure_load(
             lag_points.append((time.monotonic() - started, _lag(stats)))
             await asyncio.sleep(0.5)
 
+    config = generator_config(LIVE_USERS, ctx.options.seed + round_)
+    # The profile table exists before the traffic: the load's rate is all transactions.
+    await produce_profiles(settings, config)
     before = await asyncio.to_thread(group.stats)
     sampler = asyncio.create_task(sample_lag())
     try:
         scores.count_from = time.time() * 1000 + WARMUP_S * 1000
-        config = generator_config(LIVE_USERS, ctx.options.seed + round_)
         summary = await produce_live(
-            settings,
-            config,
-            rate=rate,
-            duration_s=seconds,
+            settings, config, rate=rate, duration_s=seconds, announce_profiles=False
         )
-        produced_s = time.monotonic() - started
         end_lag = lag_points[-1][1] if lag_points else 0
         drained_after = await _drained(group, timeout_s=60.0)
         await scores.settle()
@@ -226,7 +224,9 @@ async def _measure_load(
     bounded = bounded and drained_after <= DRAIN_S  # type: ignore[operator]
     details: dict[str, Any] = {
         "rate": rate,
-        "achieved_rate": round(transactions / produced_s, 1) if produced_s else None,
+        "achieved_rate": (
+            round(transactions / summary.elapsed_s, 1) if summary.elapsed_s else None
+        ),
         "transactions": transactions,
         "scores_read": scores.count,
         "scores_counted": len(visible),
@@ -253,8 +253,9 @@ async def _measure_load(
 
 
 def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, float]:
-    """Per-batch means over the load, all actors together: records, and the wall ms of the
-    runner's phases (poll, process: features + Redis + model, commit: the transactions)."""
+    """Per-batch means over the load, all actors together: records, the wall ms of the runner's
+    phases (poll, process: features + Redis + model, commit: the transactions) and of the
+    pipeline's stages inside process."""
 
     def total(stats: list[dict[str, Any]], field: str) -> float:
         return float(sum(s[field] for s in stats))
@@ -269,6 +270,13 @@ def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
     for phase in ("poll", "process", "commit"):
         seconds = total(after, f"{phase}_seconds") - total(before, f"{phase}_seconds")
         out[f"{phase}_ms_per_batch"] = round(seconds / batches * 1000, 2)
+    # Inside process, the pipeline's stages (they may overlap: the store write and the model call).
+    stages = {stage for s in after for stage in s["metrics"]["stage_seconds"]}
+    for stage in sorted(stages):
+        seconds = sum(s["metrics"]["stage_seconds"].get(stage, 0.0) for s in after) - sum(
+            s["metrics"]["stage_seconds"].get(stage, 0.0) for s in before
+        )
+        out[f"{stage}_ms_per_batch"] = round(seconds / batches * 1000, 2)
     return out
 
 

@@ -11,7 +11,7 @@ from producers.config import GeneratorConfig
 from producers.kafka_sink import KafkaSink
 from producers.progress import ProduceSummary, RateMeter
 from producers.records import Record, Stream
-from producers.runner import Window, produce_history, produce_live
+from producers.runner import Window, produce_history, produce_live, produce_profiles
 from rtml.settings import Settings
 
 CONFIG = GeneratorConfig(seed=3, users=400, merchants=1_000, items=300)
@@ -68,6 +68,24 @@ async def test_live_duration_becomes_a_count() -> None:
     sink = RecordingSink(Settings())
     await produce_live(Settings(), CONFIG, rate=2_000.0, duration_s=0.5, sink=sink)
     assert len(sink.records) == 1_000
+
+
+@pytest.mark.timeout(60)
+async def test_preloaded_profiles_leave_the_live_stream_to_activity() -> None:
+    table = RecordingSink(Settings())
+    assert await produce_profiles(Settings(), CONFIG, sink=table) == CONFIG.users
+    assert {r.stream for r in table.records} == {Stream.USER_PROFILES}
+    assert len({r.key for r in table.records}) == CONFIG.users
+    live = RecordingSink(Settings())
+    await produce_live(
+        Settings(), CONFIG, rate=4_000.0, count=3_000, sink=live, announce_profiles=False
+    )
+    streams = Counter(r.stream for r in live.records)
+    # Only the rare profile changes remain; by default a quarter or more are first-seen profiles.
+    assert streams[Stream.USER_PROFILES] < 0.01 * len(live.records)
+    default = RecordingSink(Settings())
+    await produce_live(Settings(), CONFIG, rate=4_000.0, count=3_000, sink=default)
+    assert Counter(r.stream for r in default.records)[Stream.USER_PROFILES] > CONFIG.users / 2
 
 
 @pytest.mark.timeout(60)
