@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
+from aiokafka.producer import sender as aiokafka_sender
 
 from rtml.settings import Settings
 
@@ -59,12 +60,29 @@ def make_producer(
     }
     if transactional_id is not None:
         kwargs["transaction_timeout_ms"] = 60_000
-        # A transaction that starts right after the previous one committed can meet
+        # A transaction that starts right after the previous one committed meets
         # CONCURRENT_TRANSACTIONS while the broker writes the markers (KAFKA-5477); aiokafka
         # then retries after retry_backoff_ms (100 by default) on several paths: that wait
-        # lands on every record of the batch. 20 ms is what aiokafka itself uses on one path.
+        # lands on every record of the batch.
         kwargs["retry_backoff_ms"] = 20
+        set_txn_retry_backoff(settings.kafka_txn_retry_backoff_ms)
     return AIOKafkaProducer(**(settings.kafka_client_kwargs() | kwargs | overrides))
+
+
+def set_txn_retry_backoff(milliseconds: float) -> None:
+    """The wait before aiokafka retries adding partitions to a new transaction that met
+    CONCURRENT_TRANSACTIONS (the previous transaction's markers still being written).
+
+    aiokafka fixes it at 20 ms (``BACKOFF_OVERRIDE``, process-wide), and the first add of every
+    back-to-back transaction meets it: 20 ms on every batch, when the markers take 1 to 2 ms
+    (measured: a one-record transaction takes 24 ms at 20, 4 ms at 2; see docs/benchmarks.md).
+    """
+    if not hasattr(aiokafka_sender, "BACKOFF_OVERRIDE"):
+        raise RuntimeError(
+            "aiokafka.producer.sender.BACKOFF_OVERRIDE is gone: this aiokafka version "
+            "changed its transaction retry; review consumers/kafka_io.set_txn_retry_backoff"
+        )
+    aiokafka_sender.BACKOFF_OVERRIDE = milliseconds / 1000
 
 
 class KeyPartitioner:
@@ -109,12 +127,21 @@ class Outbox:
         builders.append(builder)
         self.count += 1
 
-    async def send(self) -> None:
-        """Hand every batch to the producer and wait until the broker acknowledged them all."""
+    async def hand_over(self) -> list[asyncio.Future[Any]]:
+        """Hand every batch to the producer; returns their delivery futures.
+
+        The batches are closed first: complete, they go out at once instead of lingering
+        (``linger_ms``) for records that will never come."""
         futures = []
         for (topic, partition), builders in self._builders.items():
             for builder in builders:
+                builder.close()
                 futures.append(await self._producer.send_batch(builder, topic, partition=partition))
         self._builders.clear()
+        return futures
+
+    async def send(self) -> None:
+        """Hand every batch to the producer and wait until the broker acknowledged them all."""
+        futures = await self.hand_over()
         if futures:
             await asyncio.gather(*futures)

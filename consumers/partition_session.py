@@ -17,6 +17,7 @@ counts exactly once in the state, and a read_committed reader sees each output e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -167,8 +168,13 @@ class PartitionSession:
             outbox = Outbox(self.producer)
             self._add_outputs(outbox, snap)
             self._add_changelog(outbox, snap, None)
-            await outbox.send()
-            await self.producer.send_offsets_to_transaction({self.tp: snap.next_offset}, group_id)
+            # The offsets join the transaction while the records are in flight (one round trip
+            # less); both must succeed before the commit.
+            delivered = await outbox.hand_over()
+            await asyncio.gather(
+                *delivered,
+                self.producer.send_offsets_to_transaction({self.tp: snap.next_offset}, group_id),
+            )
         self.next_offset = snap.next_offset
         self.batches += 1
 

@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     kafka_client_id: str = "rtml"
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # The wait before retrying when a transaction starts while the broker still writes the
+    # previous one's markers (CONCURRENT_TRANSACTIONS); aiokafka hard-codes 20 ms. See
+    # consumers/kafka_io.py.
+    kafka_txn_retry_backoff_ms: float = Field(default=2.0, gt=0, le=1_000)
     # Whether `rtml infra up` runs a local broker for this address. None: yes when the bootstrap
     # address is one loopback host:port (the broker then listens there).
     kafka_managed: bool | None = None
