@@ -2,7 +2,9 @@
 # Soak run (not in CI): a private stack (free ports, temporary state dir), steady synthetic load
 # through the fraud pipeline, every actor's RSS and the lag sampled; see scripts/soak.py.
 #   scripts/soak.sh --minutes 30 --rate 1000 --output soak-results
-# Scoring is off unless RTML_FRAUD_SCORING=true (it then needs a running Serve app).
+#   scripts/soak.sh --minutes 30 --rate 1000 --actors 2 --users 20000 --historical-days 40 \
+#     --scoring --output docs/soak   (the committed run: docs/operations.md)
+# --scoring trains small models when there are none and deploys the Serve app.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
