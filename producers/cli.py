@@ -68,7 +68,8 @@ def register(subparsers: Any) -> None:
             group.add_argument(
                 "--labels-topic",
                 action="store_true",
-                help="also send each fraud label to the fraud-labels topic (Kafka modes)",
+                help="also send each fraud label to the fraud-labels topic (Kafka modes), as an "
+                "analyst's decision decided at the transaction's time",
             )
     live = parser.add_argument_group("live mode")
     live.add_argument(

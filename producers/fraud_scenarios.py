@@ -49,6 +49,7 @@ class FraudLabel(msgspec.Struct, frozen=True):
     scenario_id: str  # the transactions of one scenario instance share it
     event_time: int
     label: int = 1
+    merchant_id: str = ""  # empty in files written before it was added
 
 
 # Expected fraudulent transactions per scenario instance (see the scripts below).
@@ -120,7 +121,13 @@ class FraudSource:
             for time, merchant, amount, lat, lon, online in self._scripts[scenario](card, start):
                 txn = self.maker.make(time, card, merchant, amount, lat, lon, online)
                 label = FraudLabel(
-                    txn.event_id, txn.card_id, txn.user_id, scenario, scenario_id, time
+                    txn.event_id,
+                    txn.card_id,
+                    txn.user_id,
+                    scenario,
+                    scenario_id,
+                    time,
+                    merchant_id=txn.merchant_id,
                 )
                 user = int(self.world.population.card_user[card])
                 drafts.add(time, Stream.TRANSACTIONS, txn.card_id, txn, user, label)

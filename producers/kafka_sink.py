@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from contracts.codec import encode
+from contracts.events import FraudLabel
+from producers.fraud_scenarios import FraudLabel as GroundTruth
 from producers.records import Record, Stream, topic_names
 from rtml.errors import ServiceUnavailable
 from rtml.settings import Settings
@@ -100,7 +104,9 @@ class KafkaSink:
                 future.add_done_callback(callbacks[topic])
                 sent[topic] += 1
                 if labels_topic is not None and record.label is not None:
-                    future = await send(labels_topic, record.label, key)
+                    decision = label_decision(record.label)
+                    merchant = decision.merchant_id.encode()
+                    future = await send(labels_topic, encode(decision), merchant)
                     future.add_done_callback(callbacks[labels_topic])
                     sent[labels_topic] += 1
         except KafkaError as exc:
@@ -138,3 +144,21 @@ class KafkaSink:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_truth_decoder = msgspec.json.Decoder(GroundTruth)
+
+
+def label_decision(truth: bytes) -> FraudLabel:
+    """The fraud-labels record of a ground-truth label: what an analyst who knew the truth at
+    once would decide (``decided_at`` is the transaction's time), keyed by merchant as the
+    merchant-risk features read it."""
+    label = _truth_decoder.decode(truth)
+    return FraudLabel(
+        event_id=label.event_id,
+        card_id=label.card_id,
+        merchant_id=label.merchant_id,
+        label="fraud",
+        event_time=label.event_time,
+        decided_at=label.event_time,
+    )

@@ -11,10 +11,9 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from contracts.codec import EventDecoder, now_ms
-from contracts.events import Transaction, UserEvent, UserProfile
+from contracts.events import FraudLabel, Transaction, UserEvent, UserProfile
 from infra import processes
 from producers.config import GeneratorConfig
-from producers.fraud_scenarios import FraudLabel
 from producers.pacing import PacingSchedule
 from producers.records import Stream
 from producers.runner import EPOCH_MS, produce_live
@@ -114,8 +113,11 @@ async def test_live_produce_round_trip(
     labels = await read_topic(settings.rtml_topics.fraud_labels.name)
     assert len(labels) == summary.labels > 0
     for record in labels:
+        # The contract the merchant-risk features read, keyed by merchant.
         label = msgspec.json.decode(record.value, type=FraudLabel)
-        assert label.event_id in transaction_ids and record.key == label.card_id.encode()
+        assert label.event_id in transaction_ids and label.label == "fraud"
+        assert label.merchant_id and record.key == label.merchant_id.encode()
+        assert label.decided_at == label.event_time
 
 
 async def test_unreachable_broker_is_one_clear_error() -> None:
