@@ -5,14 +5,18 @@ transactions, see ``partition_session``); a ``Pipeline`` owns what happens to th
 One poll batch becomes one ``Pipeline.process`` call (one model call, one Redis pipeline), then
 one transaction per input partition in the batch, committed concurrently.
 
-Each partition's batch is snapshotted (outputs, changelog, offset: ``PartitionSession.snapshot``)
-and committed before the next poll. The runner can run that commit as a task overlapping the
-next batch (``_inflight``, settled before revocation, recovery and shutdown), but it does not
-yet: see the note in ``_poll_once``.
+Commits overlap the next batch (``rtml_overlap_commits``, on by default): each partition's batch
+is snapshotted (outputs, changelog, offset: ``PartitionSession.snapshot``, taken before the next
+batch touches the state) and its transactions run as a task (``_inflight``) while the next batch
+is polled and processed; that batch's transactions begin only after it committed, and the task
+is settled before revocation, recovery and shutdown. At most one batch is in flight behind the
+one being processed, so a record waits about max(process, commit) per cycle instead of their
+sum. Off, each batch commits before the next poll.
 
-Backpressure: the loop does not process another batch until the previous one is committed, so
-a slow downstream stage slows consumption instead of filling memory; the fetcher's buffer is
-bounded by ``fetch_max_bytes``. Lag grows in Kafka, where it is cheap and visible.
+Backpressure: at most one batch commits behind the one being processed, and a batch is not
+committed before the previous one, so a slow downstream stage slows consumption instead of
+filling memory; the fetcher's buffer is bounded by ``fetch_max_bytes``. Lag grows in Kafka,
+where it is cheap and visible.
 
 Failures: a batch that cannot be committed (broker down, fenced, Redis down) is aborted, every
 owned partition is reopened from its changelog and committed offset, and the loop retries with
@@ -236,13 +240,13 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 session.snapshot(outputs.get(b.partition, ()), b.records[-1].offset + 1, counts)
             size = sum(len(b.records) for b in batches)
             records = {b.partition: b.records for b in batches}
-            # Committed before the next poll. (Overlapping the commit with the next batch, as a
-            # task, cut the cycle to about max(process, commit), but groups whose members ran
-            # such tasks were seen failing to rejoin after losing their session; until that is
-            # understood, the batch commits inline. ``_inflight`` stays for that design.)
-            await self._commit(
+            commit = self._commit(
                 sessions, records, outputs, measured, size, started, processed, poll_seconds
             )
+            if self._settings.rtml_overlap_commits:
+                self._inflight = asyncio.create_task(commit)  # settled before the next commit
+            else:
+                await commit
             self._update_lag(consumer)
 
     async def _commit(
@@ -356,12 +360,14 @@ class ConsumerRunner(ConsumerRebalanceListener):
             await self._close_sessions([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Only records the assignment: the loop restores the new partitions (``_poll_once``),
+        as Kafka Streams does, with the heartbeat going.
+
+        aiokafka starts a member's heartbeat only after this callback returns, so a restore
+        here (minutes for millions of cards) would hold the first heartbeat back for as long."""
         assert self._consumer is not None
         async with self._lock:
             self._assigned |= {tp.partition for tp in assigned}
-            new = [tp.partition for tp in assigned if tp.partition not in self._sessions]
-            try:
-                await self._open_sessions(self._consumer, new)
-            except (KafkaError, RtmlError, OSError) as exc:
-                # aiokafka swallows listener errors; hand it to the loop, which recovers.
-                self._listener_error = exc
+            new = [tp for tp in assigned if tp.partition not in self._sessions]
+            if new:
+                self._consumer.pause(*new)  # nothing is fetched before its state is restored

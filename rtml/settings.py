@@ -229,6 +229,10 @@ class Settings(BaseSettings):
     # The port of the local Ray node's Prometheus endpoint (the consumer actors' and Serve
     # replicas' metrics, ray_rtml_*). None: Ray picks a free one (see docs/monitoring.md).
     ray_metrics_export_port: int | None = Field(default=None, gt=0, lt=65536)
+    # Start the local Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's throughput mode: gRPC
+    # handles, direct ingress, user code on the replica's loop, buffered request logs); a
+    # cluster (ray_address) takes it from its own environment. docs/serving.md has the numbers.
+    ray_serve_throughput_optimized: bool = False
 
     # rtml itself.
     rtml_topics: Topics = Field(default_factory=Topics)
@@ -247,6 +251,9 @@ class Settings(BaseSettings):
     # broker with transactions). at_least_once: for brokers without them; a crash may repeat
     # outputs, as identical duplicates.
     rtml_delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # Commit a batch while the next one is polled and processed (a record waits about
+    # max(process, commit) per cycle instead of their sum); false: commit before the next poll.
+    rtml_overlap_commits: bool = True
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)

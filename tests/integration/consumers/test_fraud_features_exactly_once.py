@@ -268,3 +268,36 @@ async def test_killed_actor_restores_state_and_resumes(
         assert ray.get(victim.stats.remote())["partitions"] is not None
     finally:
         group.stop()
+
+
+async def test_a_restore_longer_than_the_session_timeout_does_not_lock_the_member_out(
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, monkeypatch
+) -> None:
+    """A member whose state takes longer to restore than the session timeout stays in the
+    group and processes everything, without a rejoin or a recovery."""
+    import consumers.partition_session as partition_session
+
+    slow_restore = 12.0  # the consumers' session timeout is 10 s
+    restore = partition_session.restore_changelog
+
+    async def slow(*args, **kwargs):
+        await asyncio.sleep(slow_restore)
+        return await restore(*args, **kwargs)
+
+    monkeypatch.setattr(partition_session, "restore_changelog", slow)
+    settings = await pipeline_settings(stack_settings, new_topic)
+    records, _ = transactions(1_000, seed=5)
+    await produce(producer, settings.rtml_topics.transactions.name, records)
+    runner = ConsumerRunner(
+        settings,
+        FraudFeaturesPipeline(settings, group_id=f"test-slow-{uuid.uuid4().hex[:8]}"),
+        max_poll_records=500,
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: runner.stats.records >= 1_000, 90, "every record")
+        assert runner.stats.recoveries == 0 and runner.stats.failures == 0
+        assert min(runner.stats.restore_seconds.values()) >= slow_restore
+    finally:
+        runner.stop()
+        await task
