@@ -204,8 +204,9 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
         results.notes += bench.notes
         if any(s.needs_ray for s in scenarios):
             if options.serve_throughput_optimized:
-                # Read by Serve when its processes start: set before Ray starts them.
-                os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+                bench.settings = bench.settings.model_copy(
+                    update={"ray_serve_throughput_optimized": True}
+                )
             say("starting a local Ray instance")
             start_ray(bench)
         ctx = BenchContext(options, bench, results, out, stem, say)

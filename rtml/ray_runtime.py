@@ -7,6 +7,7 @@ fraction of a CPU each) share two cores; it is a scheduling budget, not a thread
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from rtml.errors import ServiceUnavailable
@@ -41,6 +42,9 @@ def init_ray(settings: Settings, *, dashboard: bool = False, **overrides: Any) -
         }
         if settings.ray_metrics_export_port is not None:
             kwargs["_metrics_export_port"] = settings.ray_metrics_export_port
+        if settings.ray_serve_throughput_optimized:
+            # Read by Serve's processes when they start, which inherit this environment.
+            os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     kwargs |= overrides
     try:
         ray.init(**kwargs)
