@@ -127,6 +127,33 @@ def summarize(rows: list[dict[str, Any]], load_rows: int, args: argparse.Namespa
     return summary
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """RSS, lag and the interval p99 over the run (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    t = [r["elapsed_s"] / 60 for r in rows]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    for ax, field, label in zip(
+        axes,
+        ("rss_mb_max", "lag", "e2e_p99_ms"),
+        ("largest actor RSS (MB)", "group lag (records)", "end-to-end p99 (ms)"),
+        strict=True,
+    ):
+        ax.plot(t, [r[field] if r[field] is not None else float("nan") for r in rows])
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].set_yscale("log")  # the first interval holds the start-up
+    axes[-1].set_xlabel("minutes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from consumers.actors import ConsumerGroup
@@ -205,6 +232,7 @@ def main(argv: list[str]) -> int:
         "scoring": args.scoring,
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(rows, args.output / "soak.png")
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 
