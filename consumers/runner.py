@@ -5,13 +5,13 @@ transactions, see ``partition_session``); a ``Pipeline`` owns what happens to th
 One poll batch becomes one ``Pipeline.process`` call (one model call, one Redis pipeline), then
 one transaction per input partition in the batch, committed concurrently.
 
-Commits overlap the next batch (``rtml_overlap_commits``, on by default): each partition's batch
-is snapshotted (outputs, changelog, offset: ``PartitionSession.snapshot``, taken before the next
-batch touches the state) and its transactions run as a task (``_inflight``) while the next batch
-is polled and processed; that batch's transactions begin only after it committed, and the task
-is settled before revocation, recovery and shutdown. At most one batch is in flight behind the
-one being processed, so a record waits about max(process, commit) per cycle instead of their
-sum. Off, each batch commits before the next poll.
+Each partition's batch is snapshotted (outputs, changelog, offset: ``PartitionSession.snapshot``)
+and committed before the next poll. With ``rtml_overlap_commits`` the transactions run as a task
+(``_inflight``) while the next batch is polled and processed (the snapshot is taken before the
+next batch touches the state); that batch's transactions begin only after it committed, and the
+task is settled before revocation, recovery and shutdown. A record then waits about
+max(process, commit) per cycle instead of their sum, when there is a core to spare: on 2 shared
+cores the two competed for the CPU and it was slower, hence off by default.
 
 Backpressure: at most one batch commits behind the one being processed, and a batch is not
 committed before the previous one, so a slow downstream stage slows consumption instead of

@@ -252,8 +252,10 @@ class Settings(BaseSettings):
     # outputs, as identical duplicates.
     rtml_delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
     # Commit a batch while the next one is polled and processed (a record waits about
-    # max(process, commit) per cycle instead of their sum); false: commit before the next poll.
-    rtml_overlap_commits: bool = True
+    # max(process, commit) per cycle instead of their sum, given a spare core); false (the
+    # default): commit before the next poll. On 2 shared cores overlapping was slower (the two
+    # compete for the CPU; docs/benchmarks.md).
+    rtml_overlap_commits: bool = False
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)

@@ -173,10 +173,12 @@ async def wait_for(predicate, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["inline-commits", "overlapped-commits"])
 async def test_members_joining_and_leaving_count_every_event_once(
-    stack_settings: Settings, new_topic, producer: AIOKafkaProducer
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, overlap: bool
 ) -> None:
     settings = await pipeline_settings(stack_settings, new_topic)
+    settings = settings.model_copy(update={"rtml_overlap_commits": overlap})
     topics = settings.rtml_topics
     await produce(producer, topics.user_profiles.name, profiles())
     records, bad = transactions(8_000, seed=1)
