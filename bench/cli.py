@@ -67,9 +67,10 @@ def register(subparsers: Any) -> None:
         "--state-dir", type=Path, help="the stack's state dir (default: a new temporary one)"
     )
     parser.add_argument(
-        "--serve-throughput-optimized",
+        "--serve-default-mode",
         action="store_true",
-        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's throughput mode)",
+        help="run Serve in its default mode, not the throughput mode rtml starts it in "
+        "(ray_serve_throughput_optimized)",
     )
     sizes = parser.add_argument_group("sizes (default: those of --quick or the full run)")
     sizes.add_argument("--transactions", type=positive_int, help="pre-produced transactions")
@@ -124,7 +125,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         controller_port=args.controller_port,
         redis_port=args.redis_port,
         name=args.name,
-        serve_throughput_optimized=args.serve_throughput_optimized,
+        serve_throughput_optimized=not args.serve_default_mode,
     )
 
 
@@ -151,8 +152,8 @@ def canonical_command(options: BenchOptions) -> str:
     ]  # fmt: skip
     if options.name:
         argv += ["--name", options.name]
-    if options.serve_throughput_optimized:
-        argv.append("--serve-throughput-optimized")
+    if not options.serve_throughput_optimized:
+        argv.append("--serve-default-mode")
     return shlex.join(argv)
 
 
@@ -203,10 +204,9 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         results.notes += bench.notes
         if any(s.needs_ray for s in scenarios):
-            if options.serve_throughput_optimized:
-                bench.settings = bench.settings.model_copy(
-                    update={"ray_serve_throughput_optimized": True}
-                )
+            bench.settings = bench.settings.model_copy(
+                update={"ray_serve_throughput_optimized": options.serve_throughput_optimized}
+            )
             say("starting a local Ray instance")
             start_ray(bench)
         ctx = BenchContext(options, bench, results, out, stem, say)

@@ -82,7 +82,7 @@ class BenchOptions:
     partitions: int = 8
     target: float = TARGET_TX_PER_S
     name: str | None = None  # output file stem; None: the mode, or "<mode>-custom"
-    serve_throughput_optimized: bool = False  # RAY_SERVE_THROUGHPUT_OPTIMIZED=1 for Ray
+    serve_throughput_optimized: bool = True  # Serve's throughput mode, rtml's default
 
     def __post_init__(self) -> None:
         s = self.sizes
@@ -134,7 +134,7 @@ class BenchOptions:
         if self.name is not None:
             return self.name
         standard = self.sizes == sizes_for(self.mode) and self.scenarios == tuple(all_scenarios)
-        standard = standard and not self.serve_throughput_optimized
+        standard = standard and self.serve_throughput_optimized
         return self.mode if standard else f"{self.mode}-custom"
 
     def to_dict(self) -> dict[str, Any]:

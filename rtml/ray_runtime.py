@@ -42,9 +42,10 @@ def init_ray(settings: Settings, *, dashboard: bool = False, **overrides: Any) -
         }
         if settings.ray_metrics_export_port is not None:
             kwargs["_metrics_export_port"] = settings.ray_metrics_export_port
-        if settings.ray_serve_throughput_optimized:
-            # Read by Serve's processes when they start, which inherit this environment.
-            os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        # Read by Serve's processes when they start, which inherit this environment.
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = (
+            "1" if settings.ray_serve_throughput_optimized else "0"
+        )
     kwargs |= overrides
     try:
         ray.init(**kwargs)

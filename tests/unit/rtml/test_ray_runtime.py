@@ -30,9 +30,10 @@ def test_a_local_instance_gets_the_cpu_budget(ray_init: dict[str, Any]) -> None:
 def test_serve_throughput_mode_reaches_the_processes_ray_starts(
     ray_init: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    init_ray(Settings())
-    assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in os.environ
-    init_ray(Settings(ray_serve_throughput_optimized=True))
+    init_ray(Settings(ray_serve_throughput_optimized=False))
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED")  # the setting's own variable
+    init_ray(Settings())  # on by default
     assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED")
     init_ray(Settings(ray_address="ray://cluster:10001", ray_serve_throughput_optimized=True))
