@@ -42,6 +42,13 @@ def make_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
         max_poll_interval_ms=300_000,
+        # How long a rebalance waits for this member to rejoin. aiokafka defaults it to the
+        # session timeout, but the member rejoins only after its rebalance listener returns,
+        # which waits for the batch or the state restore in progress: past 10 s the member was
+        # dropped, its partitions' next owner restored in turn, and the group never formed.
+        # 300 s, like the Java client (max.poll.interval.ms); a dead member still leaves after
+        # the session timeout.
+        rebalance_timeout_ms=300_000,
         **(settings.kafka_client_kwargs() | overrides),
     )
 

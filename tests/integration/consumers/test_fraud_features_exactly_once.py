@@ -303,3 +303,38 @@ async def test_a_restore_longer_than_the_session_timeout_does_not_lock_the_membe
     finally:
         runner.stop()
         await task
+
+
+async def test_members_that_join_during_a_long_restore_form_the_group(
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, monkeypatch
+) -> None:
+    """A rebalance waits for a member whose listener is busy (a restore, a batch) longer than
+    the session timeout: with aiokafka's default (the rebalance timeout is the session
+    timeout) such a member was dropped, its successor's restore delayed the next rejoin in
+    turn, and the group never formed ("local member_id was not recognized", over and over)."""
+    import consumers.partition_session as partition_session
+
+    restore = partition_session.restore_changelog
+
+    async def slow(*args, **kwargs):
+        await asyncio.sleep(12.0)  # longer than the 10 s session timeout
+        return await restore(*args, **kwargs)
+
+    monkeypatch.setattr(partition_session, "restore_changelog", slow)
+    settings = await pipeline_settings(stack_settings, new_topic)
+    records, _ = transactions(2_000, seed=6)
+    await produce(producer, settings.rtml_topics.transactions.name, records)
+    group = f"test-storm-{uuid.uuid4().hex[:8]}"
+    runners = [
+        ConsumerRunner(settings, FraudFeaturesPipeline(settings, group_id=group)) for _ in range(2)
+    ]
+    first = asyncio.create_task(runners[0].run())
+    await wait_for(lambda: runners[0].assigned, 60, "the first member's assignment")
+    second = asyncio.create_task(runners[1].run())  # joins while the first restores
+    try:
+        await wait_for(lambda: sum(r.stats.records for r in runners) >= 2_000, 120, "every record")
+        assert all(r.ready for r in runners), "both members own partitions"
+    finally:
+        for runner in runners:
+            runner.stop()
+        await asyncio.gather(first, second)
