@@ -112,7 +112,7 @@ async def produce_live(
 
     sink = sink or KafkaSink(settings, send_labels=send_labels)
     if not announce_profiles:
-        await asyncio.to_thread(generator.announce_all, now_ms())
+        generator.skip_announcements()
     async with sink:
         elapsed, labels = await _pump(
             sink, generator.batches(), schedule, limit, report, start_clock

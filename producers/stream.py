@@ -109,8 +109,13 @@ class EventGenerator:
             out.append(
                 Record(-1, Stream.USER_PROFILES, profile.user_id, value, time_ms, None, None)
             )
-        pop.announced[:] = True
+        self.skip_announcements()
         return out
+
+    def skip_announcements(self) -> None:
+        """Count every user as announced: the stream then carries no first-seen profiles (their
+        table was sent beforehand, e.g. by ``announce_all`` on a generator of the same config)."""
+        self.world.population.announced[:] = True
 
     def batches(self) -> Iterator[list[Record]]:
         """Lists of records in emission order, one per chunk of simulated time (may be empty)."""

@@ -66,14 +66,14 @@ def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     stack.up(settings)
     models = not args.no_models
     if models:
-        _train_if_missing(settings)
+        train_if_missing(settings)
     settings = settings.model_copy(
         update={"rtml_fraud_scoring": models, "rtml_recommend_on_activity": models}
     )
     return asyncio.run(_run(settings, args))
 
 
-def _train_if_missing(settings: Settings) -> None:
+def train_if_missing(settings: Settings) -> None:
     """Small models (a few minutes on two cores) when the models directory has none for the
     code's feature set (a model of older features cannot be served)."""
     from features.definitions import FEATURE_SET_VERSION
@@ -110,7 +110,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     await asyncio.to_thread(init_ray, settings, dashboard=True)
     if settings.rtml_fraud_scoring:
         say("deploying the Serve app (FraudScorer, Recommender, HTTP on 127.0.0.1:8000)")
-        await asyncio.to_thread(_deploy_serving, settings)
+        await asyncio.to_thread(deploy_serving, settings)
     groups = [ConsumerGroup(settings, name) for name in PIPELINES]
     stop_scaling = asyncio.Event()
     scaling: asyncio.Task[None] | None = None
@@ -158,7 +158,7 @@ def _scaled(pipeline: str, decision: Any) -> None:
     say(f"autoscaler: {pipeline} -> {decision.actors} actor(s): {decision.reason}")
 
 
-def _deploy_serving(settings: Settings) -> None:
+def deploy_serving(settings: Settings) -> None:
     from serving.config import serve_config
     from serving.deploy import deploy
 

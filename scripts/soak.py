@@ -163,15 +163,15 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     args.output.mkdir(parents=True, exist_ok=True)
     if args.scoring:
-        from rtml.demo import _train_if_missing
+        from rtml.demo import train_if_missing
 
-        _train_if_missing(settings)
+        train_if_missing(settings)
         settings = settings.model_copy(update={"rtml_fraud_scoring": True})
     init_ray(settings)
     if args.scoring:
-        from rtml.demo import _deploy_serving
+        from rtml.demo import deploy_serving
 
-        _deploy_serving(settings)
+        deploy_serving(settings)
     group = ConsumerGroup(settings, "fraud")
     rows: list[dict[str, Any]] = []
     load_rows = 0

@@ -270,6 +270,9 @@ def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
     def total(stats: list[dict[str, Any]], field: str) -> float:
         return float(sum(s[field] for s in stats))
 
+    def stage_total(stats: list[dict[str, Any]], stage: str) -> float:
+        return float(sum(s["metrics"]["stage_seconds"].get(stage, 0.0) for s in stats))
+
     batches = total(after, "batches") - total(before, "batches")
     if not batches:
         return {}
@@ -283,9 +286,7 @@ def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
     # Inside process, the pipeline's stages (they may overlap: the store write and the model call).
     stages = {stage for s in after for stage in s["metrics"]["stage_seconds"]}
     for stage in sorted(stages):
-        seconds = sum(s["metrics"]["stage_seconds"].get(stage, 0.0) for s in after) - sum(
-            s["metrics"]["stage_seconds"].get(stage, 0.0) for s in before
-        )
+        seconds = stage_total(after, stage) - stage_total(before, stage)
         out[f"{stage}_ms_per_batch"] = round(seconds / batches * 1000, 2)
     return out
 
