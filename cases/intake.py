@@ -24,7 +24,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from cases.store import CaseStore, IncomingAlert
-from consumers.kafka_io import make_consumer
+from consumers.kafka_io import make_consumer, start_client
 from contracts.codec import EventDecoder, dead_letter, encode
 from contracts.events import FraudAlert, fraud_alert_type
 from infra.topics import describe_topics
@@ -50,10 +50,9 @@ class AlertIntake:
         self._stopping.set()
 
     async def run(self) -> None:
-        consumer = make_consumer(
-            self._settings, group_id=None, read_committed=True, max_poll_records=500
+        consumer = await start_client(
+            make_consumer(self._settings, group_id=None, read_committed=True, max_poll_records=500)
         )
-        await consumer.start()
         try:
             described = await describe_topics(self._settings, [self._topic])
             if not described:

@@ -18,6 +18,7 @@ from cases.intake import AlertIntake
 from cases.labels import LabelRelay
 from cases.store import CaseStore
 from cases.web import create_app
+from consumers.kafka_io import start_client
 from database.connection import Pool, connect, create_pool
 from database.schema import apply_schema
 from rtml.settings import Settings
@@ -44,10 +45,16 @@ class CaseService:
         finally:
             await connection.close()
         self._pool = await create_pool(self._settings)
-        self._producer = AIOKafkaProducer(
-            **self._settings.kafka_client_kwargs(), acks="all", enable_idempotence=True
-        )
-        await self._producer.start()
+        try:
+            self._producer = await start_client(
+                AIOKafkaProducer(
+                    **self._settings.kafka_client_kwargs(), acks="all", enable_idempotence=True
+                )
+            )
+        except BaseException:
+            await self._pool.close()  # __aexit__ does not run when __aenter__ raises
+            self._pool = None
+            raise
         self.store = CaseStore(self._pool)
         self.intake = AlertIntake(self._settings, self.store, self._producer)
         self.relay = LabelRelay(self._settings, self.store, self._producer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -19,6 +19,22 @@ from rtml.settings import Settings
 
 # Brokers accept batches up to message.max.bytes (1 MiB by default); stay under it.
 MAX_BATCH_BYTES = 1_000_000
+
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
+
+
+async def start_client(client: Client) -> Client:
+    """Start an aiokafka client; one whose start fails (broker down, cancelled) is stopped.
+
+    aiokafka leaves a client whose ``start()`` raised holding its connections, and warns when it
+    is collected; a recovery that retries while the broker is down would leak one per try.
+    """
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
 
 
 def make_consumer(

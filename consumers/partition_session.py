@@ -26,7 +26,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.kafka_io import KeyPartitioner, Outbox, make_consumer, make_producer
+from consumers.kafka_io import KeyPartitioner, Outbox, make_consumer, make_producer, start_client
 from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ class PartitionSession:
         started = time.monotonic()
         exactly_once = settings.rtml_delivery == "exactly_once"
         transactional_id = f"{group_id}-{tp.topic}-{tp.partition}" if exactly_once else None
-        producer = make_producer(settings, transactional_id=transactional_id)
-        await producer.start()  # InitProducerId: fences zombies of this partition
+        # InitProducerId: fences zombies of this partition.
+        producer = await start_client(make_producer(settings, transactional_id=transactional_id))
         try:
             processor = new_processor(tp.partition)
             restored, state_offset = 0, None
@@ -220,10 +220,12 @@ class PartitionSession:
             outbox.add(self.changelog_topic, self.tp.partition, OFFSET_KEY, offset, snap.taken_at)
 
     async def close(self) -> None:
-        close = getattr(self.processor, "close", None)
-        if close is not None:
-            close()  # drop the partition's in-memory state: it belongs to its next owner
-        await self.producer.stop()
+        try:
+            close = getattr(self.processor, "close", None)
+            if close is not None:
+                close()  # drop the partition's in-memory state: it belongs to its next owner
+        finally:
+            await self.producer.stop()
 
 
 async def _earliest(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
@@ -240,8 +242,9 @@ async def restore_changelog(
     each key is restored once. Returns the number of keys with state, and (at-least-once mode)
     the input offset the state covers.
     """
-    reader = make_consumer(settings, group_id=None, read_committed=True, max_poll_records=10_000)
-    await reader.start()
+    reader = await start_client(
+        make_consumer(settings, group_id=None, read_committed=True, max_poll_records=10_000)
+    )
     try:
         reader.assign([tp])
         end = (await reader.end_offsets([tp]))[tp]

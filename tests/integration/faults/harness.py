@@ -25,6 +25,7 @@ import msgspec
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from consumers.kafka_io import start_client
 from consumers.pipelines.fraud_features import FraudFeaturesPipeline
 from consumers.runner import ConsumerRunner
 from consumers.scoring import FraudScorerClient
@@ -261,10 +262,11 @@ class FraudWorkload:
         await self.produce_to(self.topics.transactions.name, self.records[start:stop])
 
     async def produce_to(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-        producer = AIOKafkaProducer(
-            **self.settings.kafka_client_kwargs(), acks="all", enable_idempotence=True
+        producer = await start_client(
+            AIOKafkaProducer(
+                **self.settings.kafka_client_kwargs(), acks="all", enable_idempotence=True
+            )
         )
-        await producer.start()
         try:
             for key, value in records:
                 await producer.send(topic, value, key=key)

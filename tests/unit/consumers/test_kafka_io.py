@@ -1,10 +1,12 @@
-"""Client construction: the transactional retry wait that lands on every batch."""
+"""Client construction: the transactional retry wait on every batch; failed starts are closed."""
 
 from __future__ import annotations
 
+import pytest
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.producer import sender
 
-from consumers.kafka_io import make_producer, set_txn_retry_backoff
+from consumers.kafka_io import make_consumer, make_producer, set_txn_retry_backoff, start_client
 from rtml.settings import Settings
 
 
@@ -20,3 +22,16 @@ async def test_transactional_producers_shorten_aiokafkas_concurrent_transactions
         assert sender.BACKOFF_OVERRIDE == 0.02
     finally:
         sender.BACKOFF_OVERRIDE = original
+
+
+async def test_a_client_whose_start_fails_is_stopped() -> None:
+    # Port 9 (discard) on localhost refuses the connection: bootstrap fails at once.
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9")
+    producer = make_producer(settings, request_timeout_ms=1_000)
+    with pytest.raises(KafkaConnectionError):
+        await start_client(producer)
+    assert producer._closed is True  # no "Unclosed AIOKafkaProducer" when it is collected
+    consumer = make_consumer(settings, group_id=None, request_timeout_ms=1_000)
+    with pytest.raises(KafkaConnectionError):
+        await start_client(consumer)
+    assert consumer._closed is True
