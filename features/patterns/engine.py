@@ -32,7 +32,7 @@ from features.definitions import EARTH_RADIUS_KM, PATTERN_FEATURE_RULES
 from features.patterns.compiler import PROFILE_CHANGE, TRANSACTION, CompiledRules
 from features.patterns.language import RuleError, RuleSet
 from features.patterns.nfa import Run, advance
-from features.patterns.state import PatternStateV1, pattern_state_decoder
+from features.patterns.state import PatternStateV1, PatternStateV2, pattern_state_decoder
 from features.state import encoder
 
 # A buffered event: (event_time, kind, condition mask, event id).
@@ -304,49 +304,60 @@ class PatternEngine(KeyedEngine[PatternState]):
         return empty
 
     def _encode(self, st: PatternState) -> bytes:
-        last = st.last
         return encoder.encode(
-            PatternStateV1(
-                rules=self.rules.fingerprint,
-                last=last,
-                ages=[last - e[0] for e in st.events],
-                kinds=[e[1] for e in st.events],
-                masks=[e[2] for e in st.events],
-                ids=[e[3] for e in st.events],
-                runs=[
-                    (r, run[0], run[1], last - run[2], list(run[3]))
-                    for r, runs in enumerate(st.runs)
-                    for run in runs
-                ],
-                done=[[last - t for t in done] for done in st.done],
-                profile=st.profile,
-            )
+            PatternStateV2(self.rules.fingerprint, st.last, st.events, st.runs, st.done, st.profile)
         )
 
     def _decode(self, data: bytes) -> PatternState:
         rec = pattern_state_decoder.decode(data)
+        if isinstance(rec, PatternStateV1):
+            rec = _upgrade(rec)
         n_rules = len(self._rules)
         st = PatternState(n_rules)
-        st.last = last = rec.last
+        st.last = rec.last
         st.profile = rec.profile
         if rec.rules != self.rules.fingerprint:
             # Written under another rule set: its masks and runs mean nothing here. Keep the
             # profile (rule-independent); matches start afresh.
             self.reset_keys += 1
             return st
-        n = len(rec.ages)
-        if not len(rec.kinds) == len(rec.masks) == len(rec.ids) == n:
-            raise ValueError("pattern state columns have different lengths")
-        if any(a < 0 for a in rec.ages) or any(rec.ages[i] < rec.ages[i + 1] for i in range(n - 1)):
-            raise ValueError("pattern state ages must be >= 0 and non-increasing")
-        if len(rec.done) != n_rules:
-            raise ValueError(f"pattern state has {len(rec.done)} rules, expected {n_rules}")
-        for age, kind, mask, event_id in zip(rec.ages, rec.kinds, rec.masks, rec.ids, strict=True):
-            st.times.append(last - age)
-            st.events.append((last - age, kind, mask, event_id))
-        for r, step, taken, age, ids in rec.runs:
-            if not 0 <= r < n_rules or not 0 <= step < len(self._rules[r].steps):
-                raise ValueError(f"pattern state run ({r}, {step}) is not in the rule set")
-            st.runs[r].append((step, taken, last - age, tuple(ids)))
-        st.done = [[last - age for age in ages] for ages in rec.done]
+        events = rec.events
+        times = [e[0] for e in events]
+        if any(times[i] > times[i + 1] for i in range(len(times) - 1)):
+            raise ValueError("pattern state event times must be non-decreasing")
+        if times and times[-1] > rec.last:
+            raise ValueError("pattern state events must be no newer than its last event time")
+        if len(rec.done) != n_rules or len(rec.runs) != n_rules:
+            raise ValueError(
+                f"pattern state has {len(rec.done)}/{len(rec.runs)} rules, expected {n_rules}"
+            )
+        for r, runs in enumerate(rec.runs):
+            steps = len(self._rules[r].steps)
+            if any(not 0 <= run[0] < steps for run in runs):
+                raise ValueError(f"pattern state run of rule {r} is past its {steps} steps")
+        st.times = times
+        st.events = events
+        st.runs = rec.runs
+        st.done = rec.done
         return st
+
+
+def _upgrade(rec: PatternStateV1) -> PatternStateV2:
+    """A V1 record (times as ages before ``last``, flat runs) as V2."""
+    last = rec.last
+    n = len(rec.ages)
+    if not len(rec.kinds) == len(rec.masks) == len(rec.ids) == n:
+        raise ValueError("pattern state columns have different lengths")
+    if any(a < 0 for a in rec.ages) or any(rec.ages[i] < rec.ages[i + 1] for i in range(n - 1)):
+        raise ValueError("pattern state ages must be >= 0 and non-increasing")
+    events = [
+        (last - age, kind, mask, event_id)
+        for age, kind, mask, event_id in zip(rec.ages, rec.kinds, rec.masks, rec.ids, strict=True)
+    ]
+    runs: list[list[tuple[int, int, int, tuple[str, ...]]]] = [[] for _ in rec.done]
+    for r, step, taken, age, ids in rec.runs:
+        if not 0 <= r < len(runs):
+            raise ValueError(f"pattern state run of rule {r} is not in the rule set")
+        runs[r].append((step, taken, last - age, tuple(ids)))
+    done = [[last - age for age in ages] for ages in rec.done]
+    return PatternStateV2(rec.rules, last, events, runs, done, rec.profile)

@@ -37,4 +37,22 @@ class PatternStateV1(msgspec.Struct, array_like=True, tag="c1"):
     profile: tuple[int, float, float] | None
 
 
-pattern_state_decoder = msgspec.msgpack.Decoder(PatternStateV1)
+class PatternStateV2(msgspec.Struct, array_like=True, tag="c2"):
+    """One card's pattern state in the engine's own shapes, so writing it (once per touched card
+    per batch) builds no intermediate lists: V1's ages cost about 5 us per card to compute.
+
+    ``events``: the buffered ``(event_time, kind, mask, id)``, oldest first. ``runs``: per rule,
+    the partial matches ``(step, taken, start event_time, event ids)``. ``done``: per rule, the
+    event times of the matches completed within its ``within``. ``rules``, ``last`` and
+    ``profile`` as in V1.
+    """
+
+    rules: str
+    last: int
+    events: list[tuple[int, int, int, str]]
+    runs: list[list[tuple[int, int, int, tuple[str, ...]]]]
+    done: list[list[int]]
+    profile: tuple[int, float, float] | None
+
+
+pattern_state_decoder = msgspec.msgpack.Decoder(PatternStateV1 | PatternStateV2)

@@ -21,6 +21,8 @@ from features.patterns import (
     shipped_rules,
 )
 from features.patterns.engine import profile_change_id
+from features.patterns.state import PatternStateV1
+from features.state import encoder
 
 T0 = 1_700_000_000_000
 CONFIG = FeatureConfig()  # allowed lateness 1 h
@@ -406,6 +408,41 @@ def test_restore_in_the_middle_of_a_match() -> None:
         assert out["card_testing"] == (1, 1)
         assert out["account_takeover"] == (1, 1)
         assert out["matches"]["card_testing"] == (("p0", "p1", "p2", "big"), 1)
+
+
+def test_state_written_in_the_v1_format_restores_mid_match() -> None:
+    """Changelogs written before PatternStateV2 still restore (ages before ``last``, flat runs)."""
+    h = Harness()
+    h.one(tx("p0", 0, 1.0), {"u-c1": profile("c1", PARIS, 0)})
+    h.one(tx("p1", MINUTE_MS, 1.0))
+    h.one(tx("p2", 2 * MINUTE_MS, 1.0))
+    st = h.patterns._partition(0).keys["c1"]
+    last = st.last
+    v1 = encoder.encode(
+        PatternStateV1(
+            rules=h.patterns.rules.fingerprint,
+            last=last,
+            ages=[last - e[0] for e in st.events],
+            kinds=[e[1] for e in st.events],
+            masks=[e[2] for e in st.events],
+            ids=[e[3] for e in st.events],
+            runs=[
+                (r, run[0], run[1], last - run[2], list(run[3]))
+                for r, runs in enumerate(st.runs)
+                for run in runs
+            ],
+            done=[[last - t for t in done] for done in st.done],
+            profile=st.profile,
+        )
+    )
+    restored = Harness()
+    restored.fraud.restore_partition(0, h.fraud.serialize_partition(0))
+    restored.patterns.restore_partition(0, h.patterns.serialize_partition(0))
+    restored.fraud.restore(0, "c1", h.fraud.serialize(0, "c1"))
+    restored.patterns.restore(0, "c1", v1)
+    assert restored.patterns.serialize(0, "c1") == h.patterns.serialize(0, "c1")
+    out = restored.one(tx("big", 4 * MINUTE_MS, 700.0))
+    assert out["matches"]["card_testing"] == (("p0", "p1", "p2", "big"), 1)
 
 
 def test_state_is_bounded_by_the_rules_horizon() -> None:
