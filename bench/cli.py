@@ -46,14 +46,14 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes: finishes in a few minutes"
+        "--quick", action="store_true", help="small sizes, 2 rounds: about 10 minutes on 2 cores"
     )
     parser.add_argument(
         "--only",
         metavar="NAMES",
         help=f"comma-separated scenarios (default: all of {', '.join(SCENARIOS)})",
     )
-    parser.add_argument("--repeats", type=positive_int, help="rounds (quick 3, full 5)")
+    parser.add_argument("--repeats", type=positive_int, help="rounds (quick 2, full 5)")
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})"
     )
