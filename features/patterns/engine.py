@@ -156,6 +156,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         max_time, wm = part.max_time, part.watermark
         mask_of = self.rules.mask
         feature_rules, alert_rules = self._feature_rules, self._alert_rules
+        step, cap = self._step, self._cap
         rows: list[tuple[Any, ...] | None] = []
         matches: list[PatternMatch] = []
         for index, (tx, row) in enumerate(zip(transactions, card_rows, strict=True)):
@@ -178,16 +179,29 @@ class PatternEngine(KeyedEngine[PatternState]):
                 if profile is not None:
                     changed = self._observe(st, tx, profile, t, wm)
             mask = mask_of(TRANSACTION, tx, row)
-            counted, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
+            times = st.times
+            extra: list[int] = []
+            if (not times or t >= times[-1]) and len(times) < cap:
+                # In order (nearly every event): _feed's first branch, inlined.
+                times.append(t)
+                event = (t, TRANSACTION, mask, tx.event_id)
+                st.events.append(event)
+                completed = step(st.runs, st.done, event)
+                done = st.done
+                for r in feature_rules:
+                    c = len(done[r])
+                    extra.append(1 if c else 0)
+                    extra.append(c)
+            else:
+                counted, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
+                for r in feature_rules:
+                    c = counted[r]
+                    extra.append(1 if c else 0)
+                    extra.append(c)
             if t > st.last:
                 st.last = t
                 self._rebucket(part, key, st)
             touched.add(key)
-            extra: list[int] = []
-            for r in feature_rules:
-                c = counted[r]
-                extra.append(1 if c else 0)
-                extra.append(c)
             rows.append((*row, *extra))
             for r in alert_rules:
                 found = completed[r] if changed is None else changed[r] + completed[r]
