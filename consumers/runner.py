@@ -13,6 +13,21 @@ task is settled before revocation, recovery and shutdown. A record then waits ab
 max(process, commit) per cycle instead of their sum, when there is a core to spare: on 2 shared
 cores the two competed for the CPU and it was slower, hence off by default.
 
+Prefetch (``rtml_prefetch``): aiokafka sends no fetch to a broker while records it fetched from
+that broker wait in its buffer, and a fetch returns as soon as any record is there. Polled once
+per cycle, a record arriving just after that fetch returned waited for the next cycle's fetch
+and was processed a cycle later still. While a batch is processed and committed, the loop keeps
+taking what the fetcher returns (``_prefetch``, up to ``max_poll_records``) so a fetch is always
+outstanding; the next cycle processes those records first. Records taken under a session that
+has since closed (revoked, recovered, reopened with a seek) are dropped: the next session seeks
+to its offset.
+
+Garbage collection (``rtml_gc_full_collection_s``): the keyed state is millions of long-lived
+container objects, and a full collection of them stalls the loop for hundreds of ms. The heap
+is frozen after every batch, so automatic collections scan only the objects of the batch in
+progress; a full collection, for cyclic garbage among frozen objects, runs between batches every
+``rtml_gc_full_collection_s``.
+
 Backpressure: at most one batch commits behind the one being processed, and a batch is not
 committed before the previous one, so a slow downstream stage slows consumption instead of
 filling memory; the fetcher's buffer is bounded by ``fetch_max_bytes``. Lag grows in Kafka,
@@ -135,6 +150,10 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._listener_error: BaseException | None = None
         self._inflight: asyncio.Task[None] | None = None  # the previous batch's commit
+        # Prefetched records, per partition, with the session they were taken under.
+        self._carry: dict[TopicPartition, tuple[PartitionSession, list[ConsumerRecord]]] = {}
+        self._carried = 0
+        self._next_full_gc = time.monotonic() + settings.rtml_gc_full_collection_s
         self.stats = RunnerStats()
         self.metrics = PipelineMetrics(
             getattr(pipeline, "name", pipeline.group_id),
@@ -205,9 +224,14 @@ class ConsumerRunner(ConsumerRebalanceListener):
             async with self._lock:
                 await self._open_sessions(consumer, missing)
         poll_started = time.perf_counter()
-        polled = await consumer.getmany(
-            timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records
-        )
+        polled = self._take_carry()
+        room = self._max_poll_records - sum(len(r) for r in polled.values())
+        if room > 0:
+            more = await consumer.getmany(
+                timeout_ms=0 if polled else self._poll_timeout_ms, max_records=room
+            )
+            for tp, records in more.items():
+                polled.setdefault(tp, []).extend(records)
         poll_seconds = time.perf_counter() - poll_started
         async with self._lock:
             batches = []
@@ -229,25 +253,86 @@ class ConsumerRunner(ConsumerRebalanceListener):
             if batch_stats is not None:
                 batch_stats.reset()  # what a failed batch left
             started = time.perf_counter()
-            outputs = await self._pipeline.process(batches)
-            processed = time.perf_counter()
-            measured = batch_stats.take() if batch_stats is not None else None
-            # The previous batch must be committed before this one's transactions begin.
-            await self._settle_commits()
-            counts = self._pipeline.output_partitions()
-            sessions = [self._sessions[b.partition] for b in batches]
-            for session, b in zip(sessions, batches, strict=True):
-                session.snapshot(outputs.get(b.partition, ()), b.records[-1].offset + 1, counts)
-            size = sum(len(b.records) for b in batches)
-            records = {b.partition: b.records for b in batches}
-            commit = self._commit(
-                sessions, records, outputs, measured, size, started, processed, poll_seconds
+            prefetch = None
+            if self._settings.rtml_prefetch:
+                prefetch = asyncio.create_task(self._prefetch(consumer))
+            try:
+                await self._process_and_commit(
+                    consumer, batches, batch_stats, started, poll_seconds
+                )
+            finally:
+                if prefetch is not None:
+                    prefetch.cancel()
+                    await asyncio.wait([prefetch])
+            self._collect_garbage()
+
+    async def _process_and_commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: list[PartitionBatch],
+        batch_stats: BatchStats | None,
+        started: float,
+        poll_seconds: float,
+    ) -> None:
+        """Process a poll batch and commit it (or hand the commit to a task: overlapped)."""
+        outputs = await self._pipeline.process(batches)
+        processed = time.perf_counter()
+        measured = batch_stats.take() if batch_stats is not None else None
+        # The previous batch must be committed before this one's transactions begin.
+        await self._settle_commits()
+        counts = self._pipeline.output_partitions()
+        sessions = [self._sessions[b.partition] for b in batches]
+        for session, b in zip(sessions, batches, strict=True):
+            session.snapshot(outputs.get(b.partition, ()), b.records[-1].offset + 1, counts)
+        size = sum(len(b.records) for b in batches)
+        records = {b.partition: b.records for b in batches}
+        commit = self._commit(
+            sessions, records, outputs, measured, size, started, processed, poll_seconds
+        )
+        if self._settings.rtml_overlap_commits:
+            self._inflight = asyncio.create_task(commit)  # settled before the next commit
+        else:
+            await commit
+        self._update_lag(consumer)
+
+    def _collect_garbage(self) -> None:
+        """Between batches: freeze the heap; now and then, a full collection first."""
+        interval = self._settings.rtml_gc_full_collection_s
+        if not interval:
+            return
+        now = time.monotonic()
+        if now >= self._next_full_gc:
+            gc.unfreeze()
+            gc.collect()
+            self._next_full_gc = now + interval
+        gc.freeze()
+
+    def _take_carry(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The prefetched records whose session is still the one they were taken under."""
+        carry, self._carry, self._carried = self._carry, {}, 0
+        return {
+            tp: records
+            for tp, (session, records) in carry.items()
+            if self._sessions.get(tp.partition) is session
+        }
+
+    async def _prefetch(self, consumer: AIOKafkaConsumer) -> None:
+        """Take fetched records into ``_carry`` until cancelled or ``max_poll_records`` wait."""
+        while self._carried < self._max_poll_records:
+            polled = await consumer.getmany(
+                timeout_ms=self._poll_timeout_ms,
+                max_records=self._max_poll_records - self._carried,
             )
-            if self._settings.rtml_overlap_commits:
-                self._inflight = asyncio.create_task(commit)  # settled before the next commit
-            else:
-                await commit
-            self._update_lag(consumer)
+            for tp, records in polled.items():
+                session = self._sessions.get(tp.partition)
+                if session is None:
+                    continue  # not ours, or not restored: its next session seeks
+                held = self._carry.get(tp)
+                if held is not None and held[0] is session:
+                    held[1].extend(records)
+                else:
+                    self._carry[tp] = (session, list(records))
+                self._carried += len(records)
 
     async def _commit(
         self,

@@ -257,6 +257,16 @@ class Settings(BaseSettings):
     # default): commit before the next poll. On 2 shared cores overlapping was slower (the two
     # compete for the CPU; docs/benchmarks.md).
     rtml_overlap_commits: bool = False
+    # Keep taking fetched records while a batch is processed and committed, so the fetcher
+    # always has a fetch outstanding (aiokafka fetches nothing while its buffer holds records);
+    # false: poll once per cycle, and a record can wait a cycle more (consumers/runner.py).
+    rtml_prefetch: bool = True
+    # Python's full garbage collections scan every container object: with 100k cards of state
+    # (1.6M objects) one takes ~0.4 s, and they recur as the state grows, stalling the loop.
+    # The runner freezes the heap after every batch (the automatic collections then scan only
+    # what the next batch allocates) and runs a full collection every this many seconds,
+    # between batches; 0 leaves Python's collector as it is.
+    rtml_gc_full_collection_s: float = Field(default=600.0, ge=0.0)
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)

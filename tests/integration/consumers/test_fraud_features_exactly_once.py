@@ -173,12 +173,18 @@ async def wait_for(predicate, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("overlap", [False, True], ids=["inline-commits", "overlapped-commits"])
+@pytest.mark.parametrize(
+    ("overlap", "prefetch"),
+    [(False, True), (True, True), (False, False)],
+    ids=["inline-commits", "overlapped-commits", "no-prefetch"],
+)
 async def test_members_joining_and_leaving_count_every_event_once(
-    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, overlap: bool
+    stack_settings: Settings, new_topic, producer: AIOKafkaProducer, overlap: bool, prefetch: bool
 ) -> None:
     settings = await pipeline_settings(stack_settings, new_topic)
-    settings = settings.model_copy(update={"rtml_overlap_commits": overlap})
+    settings = settings.model_copy(
+        update={"rtml_overlap_commits": overlap, "rtml_prefetch": prefetch}
+    )
     topics = settings.rtml_topics
     await produce(producer, topics.user_profiles.name, profiles())
     records, bad = transactions(8_000, seed=1)

@@ -27,6 +27,7 @@ def collect_garbage_after_each_test() -> Iterator[None]:
     """A client a fault leaves unclosed warns when collected: collect before the test ends, so
     the warning fails the test that leaked it rather than whichever test runs next."""
     yield
+    gc.unfreeze()  # the runner freezes the heap between batches: frozen objects are never collected
     gc.collect()
 
 
