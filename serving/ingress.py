@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 import msgspec
 from fastapi import FastAPI, Request, Response
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
@@ -43,7 +43,7 @@ from serving.http_api import (
     too_large,
 )
 from serving.metrics import HttpMetrics
-from serving.online import POPULARITY, read_fraud_features, read_user_features
+from serving.online import POPULARITY, read_fraud_features, read_user_features_and_top_k
 from serving.protocol import FraudScoreRequest, ModelInfo, RecommendRequest
 from serving.replica import replica_settings
 from store.online import OnlineStore, connect_redis
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 HEALTH_TIMEOUT_S = 5.0
+# How old the ingress's knowledge of the Recommender's model version may get: a stored top-K is
+# served only under the version the Recommender reported within this long.
+MODEL_VERSION_TTL_S = 2.0
 # Errors of a deployment that is missing, overloaded or restarting: the caller may retry.
 _UNAVAILABLE = (ServiceUnavailable, BackPressureError, DeploymentUnavailableError, RayActorError)
 
@@ -95,6 +98,9 @@ class Ingress:
         self._store = OnlineStore(connect_redis(settings), namespace=args.online_store_namespace)
         self._fraud = fraud_scorer
         self._recommender = recommender
+        self._recs_version: str | None = None  # the Recommender's, as last reported
+        self._recs_version_at = -float("inf")  # time.monotonic() of that report
+        self._version_check: asyncio.Task[None] | None = None
         self._metrics = HttpMetrics()
         key = settings.rtml_api_key
         self._api_key = None if key is None else key.get_secret_value().encode()
@@ -163,20 +169,59 @@ class Ingress:
     async def _recommend(self, user_id: str, raw_k: str | None) -> Response:
         check_user_id(user_id)
         k = parse_k(raw_k, self._http.default_k, self._http.max_k)
-        user = await read_user_features(self._store, user_id)
+        user, stored = await read_user_features_and_top_k(self._store, user_id)
         if user is None:
             self._metrics.sources("recsys", {"popularity": 1})
             top = await self._store.top_counts(POPULARITY, k)
             items = [ScoredItem(item, float(count)) for item, count in top]
             return _json(RecommendationsBody(user_id, k, "popularity", None, None, items))
-        self._metrics.sources("recsys", {"online_store": 1})
         self._metrics.feature_ages("recsys", [user.event_time])
+        self._check_recs_version()
+        if (
+            stored is not None
+            and stored.event_time == user.event_time
+            and stored.model_version == self._recs_version
+            and len(stored.items) >= k
+        ):
+            # The consumers ranked these exact features with the model now served.
+            self._metrics.sources("recsys", {"stored_top_k": 1})
+            return _json(
+                RecommendationsBody(
+                    user_id, k, "model", stored.model_version, user.event_time, stored.items[:k]
+                )
+            )
+        self._metrics.sources("recsys", {"online_store": 1})
         response = await self._recommender.recommend.remote(RecommendRequest([user.row], k))
+        self._note_recs_version(response.model_version)
         return _json(
             RecommendationsBody(
                 user_id, k, "model", response.model_version, user.event_time, response.items[0]
             )
         )
+
+    def _note_recs_version(self, version: str | None) -> None:
+        self._recs_version = version
+        self._recs_version_at = time.monotonic()
+
+    def _check_recs_version(self) -> None:
+        """Ask the Recommender for its model version in the background once the last answer is
+        older than MODEL_VERSION_TTL_S; stored top-Ks of another version are not served."""
+        if time.monotonic() - self._recs_version_at < MODEL_VERSION_TTL_S:
+            return
+        if self._version_check is not None and not self._version_check.done():
+            return
+
+        async def check() -> None:
+            try:
+                info: ModelInfo = await self._recommender.info.remote()
+            except (TimeoutError, RayTaskError, *_UNAVAILABLE) as exc:
+                # Until it answers, every top-K is ranked by the Recommender.
+                log.warning("recommender version check failed: %s", _cause(exc))
+                self._recs_version = None
+                return
+            self._note_recs_version(info.version)
+
+        self._version_check = asyncio.create_task(check())
 
     async def _models(self) -> Response:
         infos = await asyncio.gather(self._fraud.info.remote(), self._recommender.info.remote())

@@ -22,7 +22,8 @@ MODEL_LOADED = "rtml_serve_model_loaded"  # Gauge{deployment, version}: 1 for th
 MODEL_RELOADS = "rtml_serve_model_reloads_total"  # Counter{deployment, outcome}: ok | failed
 HTTP_REQUESTS = "rtml_http_requests_total"  # Counter{route, status}
 HTTP_LATENCY_SECONDS = "rtml_http_latency_seconds"  # Histogram{route}
-FEATURE_SOURCE = "rtml_http_feature_rows_total"  # Counter{group, source}: online_store | request...
+# Counter{group, source}: online_store | request | popularity | stored_top_k
+FEATURE_SOURCE = "rtml_http_feature_rows_total"
 # Histogram{group}: now minus the event time of stored feature rows read at prediction time.
 FEATURE_AGE_SECONDS = "rtml_http_feature_age_seconds"
 ALL_NAMES = (

@@ -14,7 +14,9 @@ concurrently):
   merchant-risk features are null here: serving holds no fraud labels (the consumers do).
 
 Recommendations: the user's row in the ``recsys`` group, or nothing (the ingress then answers
-with item popularity).
+with item popularity); in the same round trip, the top-K the recommendation consumers stored
+for the user (``recs`` group, a ``Recommendation`` keyed by the event time of the features it
+was ranked from).
 
 The stored payloads are the consumers' ``FeatureRow`` / ``UserFeatureRow`` JSON
 (``consumers.pipelines``); this module reads the fields every row has (``event_id``,
@@ -32,7 +34,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from contracts.events import Transaction, UserProfile
+from contracts.events import Recommendation, Transaction, UserProfile
 from features.config import FeatureConfig
 from features.definitions import FRAUD_FEATURE_NAMES
 from features.fraud import FraudFeatureEngine
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FRAUD_GROUP = "fraud"
 RECSYS_GROUP = "recsys"
+RECS_GROUP = "recs"  # the consumers' latest top-K per user (consumers/pipelines/recsys_features)
 PROFILE_GROUP = "profile"
 POPULARITY = "item_views_1h"
 
@@ -61,6 +64,7 @@ class StoredFeatures(msgspec.Struct, frozen=True):
 
 _stored_decoder = msgspec.json.Decoder(StoredFeatures)
 _profile_decoder = msgspec.json.Decoder(UserProfile)
+_recommendation_decoder = msgspec.json.Decoder(Recommendation)
 
 
 def decode_stored(row: Row | None) -> StoredFeatures | None:
@@ -200,6 +204,10 @@ async def read_user_features(store: OnlineStore, user_id: str) -> UserFeatures |
     """The user's stored recommendation features, or None (absent, or not in RECOMMENDATION's
     shape)."""
     (row,) = await store.read(RECSYS_GROUP, [user_id])
+    return _user_features(row)
+
+
+def _user_features(row: Row | None) -> UserFeatures | None:
     stored = decode_stored(row)
     if stored is None:
         return None
@@ -209,3 +217,18 @@ async def read_user_features(store: OnlineStore, user_id: str) -> UserFeatures |
         log.warning("stored recsys features do not fit RECOMMENDATION (%s); using popularity", exc)
         return None
     return UserFeatures(recommendation_row(msgspec.structs.asdict(typed)), stored.event_time)
+
+
+async def read_user_features_and_top_k(
+    store: OnlineStore, user_id: str
+) -> tuple[UserFeatures | None, Recommendation | None]:
+    """The user's features (as ``read_user_features``) and stored top-K, in one round trip."""
+    features_row, recs_row = await store.read_keys([(RECSYS_GROUP, user_id), (RECS_GROUP, user_id)])
+    features = _user_features(features_row)
+    if features is None or recs_row is None:
+        return features, None
+    try:
+        return features, _recommendation_decoder.decode(recs_row.payload)
+    except msgspec.DecodeError as exc:
+        log.warning("unreadable stored top-K (%s); ranking instead", exc)
+        return features, None

@@ -155,11 +155,16 @@ class OnlineStore:
 
     async def read(self, group: str, entities: Sequence[str]) -> list[Row | None]:
         """The stored rows of ``entities`` in order (None where absent), in one round trip."""
-        if not entities:
+        return await self.read_keys([(group, entity) for entity in entities])
+
+    async def read_keys(self, keys: Sequence[tuple[str, str]]) -> list[Row | None]:
+        """The stored rows of ``(group, entity)`` pairs in order (None where absent), in one
+        round trip."""
+        if not keys:
             return []
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for entity in entities:
+                for group, entity in keys:
                     pipe.hmget(self.key(group, entity), "v", "t", "w")
                 results = await pipe.execute()
         except RedisError as exc:

@@ -38,6 +38,7 @@ from rtml.settings import Settings, TopicSpec
 from store.online import OnlineStore
 
 GROUP = "recsys"
+RECS_GROUP = "recs"  # the latest top-K per user, read by the HTTP ingress (serving/online.py)
 
 
 class UserFeatureRow(msgspec.Struct, frozen=True):
@@ -209,7 +210,7 @@ class RecsysFeaturesPipeline:
             )
             rows.append((event.user_id, event.event_time, payload))
             self._refreshed[event.user_id] = now
-        await self._store.write("recs", rows)
+        await self._store.write(RECS_GROUP, rows)
         self.refreshes += len(due)
         if len(self._refreshed) > 1_000_000:  # bounded: forget users not seen for an interval
             horizon = now - interval

@@ -30,6 +30,7 @@ from ray import serve
 from consumers.pipelines.fraud_features import FeatureRow
 from consumers.pipelines.recsys_features import UserFeatureRow
 from contracts.codec import encode
+from contracts.events import Recommendation, ScoredItem
 from features.definitions import FRAUD_FEATURE_NAMES, RECOMMENDATION_FEATURE_NAMES
 from rtml.settings import Settings
 from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, AppArgs, serve_config
@@ -367,6 +368,60 @@ async def test_http_recommendations_from_features_or_popularity(served: Served) 
         ("item-000007", 70.0),
         ("item-000005", 50.0),
     ]
+
+
+async def test_http_recommendations_use_the_stored_top_k_only_when_it_ranks_these_features(
+    served: Served,
+) -> None:
+    """The recommendation consumers store each active user's top-K (``recs`` group) with the
+    event time of the features it was ranked from; the ingress answers from it when that is the
+    user's current features and the model now served, and ranks afresh otherwise."""
+    store = OnlineStore.from_settings(served.settings, namespace=served.namespace)
+    features = dict(
+        zip(
+            RECOMMENDATION_FEATURE_NAMES,
+            ({"cat-001": 1.0}, 2, 0, ["item-000020"], []),
+            strict=True,
+        )
+    )
+    # Items and scores the model would never produce, so an answer shows where it came from.
+    marked = [ScoredItem(f"item-{i:06d}", 0.5 - i / 1000) for i in range(190, 200)]
+
+    def stored(user: str, event_time: int, version: str) -> tuple[str, int, bytes]:
+        rec = Recommendation(user, marked, version, event_time, event_time, event_time)
+        return (user, event_time, encode(rec))
+
+    users = {
+        "u-fresh": (T, served.recommender),  # ranked from these features by this model
+        "u-older": (T - 1, served.recommender),  # ranked from older features
+        "u-other-model": (T, "some-older-model"),
+    }
+    try:
+        await store.write(
+            "recsys",
+            [(u, T, encode(UserFeatureRow(u, "e", T, features, T))) for u in users],
+        )
+        await store.write("recs", [stored(u, t, v) for u, (t, v) in users.items()])
+    finally:
+        await store.close()
+
+    async def items(http: aiohttp.ClientSession, user: str, k: int) -> list[str]:
+        async with http.get(f"{served.url}/v1/recommendations/{user}?k={k}") as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+        assert body["source"] == "model" and body["features_event_time"] == T
+        return [i["item_id"] for i in body["items"]]
+
+    mark = [s.item_id for s in marked]
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        # The ingress learns the served model's version in the background (within 2 s).
+        deadline = time.monotonic() + 20
+        while await items(http, "u-fresh", 5) != mark[:5]:
+            assert time.monotonic() < deadline, "the stored top-K was never served"
+            await asyncio.sleep(0.2)
+        assert await items(http, "u-older", 5) != mark[:5]
+        assert await items(http, "u-other-model", 5) != mark[:5]
+        assert await items(http, "u-fresh", 20) != mark[:10]  # more than were stored: ranked
 
 
 async def test_http_models_and_health(served: Served) -> None:

@@ -78,9 +78,12 @@ class EmptyStore:
     down: bool = False
 
     async def read(self, group: str, entities: list[str]) -> list[None]:
+        return await self.read_keys([(group, entity) for entity in entities])
+
+    async def read_keys(self, keys: list[tuple[str, str]]) -> list[None]:
         if self.down:
             raise ServiceUnavailable("redis", "online store read failed: connection refused")
-        return [None] * len(entities)
+        return [None] * len(keys)
 
     async def top_counts(self, name: str, n: int) -> list[tuple[str, int]]:
         return []
