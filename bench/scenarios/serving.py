@@ -14,7 +14,11 @@
 - ``http-recs-200``: ``GET /v1/recommendations/{user}?k=20`` on the bench app's HTTP proxy at
   ``HTTP_RATE`` requests/s, open loop (each request is sent at its scheduled time whatever the
   previous ones do, and its latency counts from that time: no coordinated omission), over users
-  with features in the online store, for ``load_seconds``. Value: p99 ms.
+  with features in the online store, for ``load_seconds``. Value: p99 ms. The ingress answers
+  a user whose stored top-K ranks their current features from it (``stored_top_k_share`` of
+  the requests), the others through the Recommender.
+- ``http-recs-200-ranked``: the same after deleting those users' stored top-Ks: every request
+  is ranked by the Recommender (the path of a user whose features just changed).
 """
 
 from __future__ import annotations
@@ -110,6 +114,14 @@ class ServingScenario(Scenario):
                 f"GET /v1/recommendations at {HTTP_RATE:g} req/s, p99",
                 "ms",
                 _http_recommendations,
+                higher_is_better=False,
+            ),
+            Case(
+                self.name,
+                f"http-recs-{HTTP_RATE:g}-ranked",
+                f"GET /v1/recommendations at {HTTP_RATE:g} req/s, all ranked, p99",
+                "ms",
+                _http_ranked,
                 higher_is_better=False,
             ),
         ]
@@ -256,6 +268,16 @@ async def _users_with_features(ctx: BenchContext) -> list[str]:
 # --- HTTP -------------------------------------------------------------------------------------
 
 
+async def _http_ranked(ctx: BenchContext, round_: int) -> Sample:
+    base = ctx.shared["recsys_workload"][0]
+    users = await _users_with_features(ctx)
+    async with redis(base) as client:
+        for start in range(0, len(users), 1_000):
+            chunk = users[start : start + 1_000]
+            await client.delete(*(f"rtml:recs:{u}" for u in chunk))  # type: ignore[attr-defined]
+    return await _http_recommendations(ctx, round_)
+
+
 async def _http_recommendations(ctx: BenchContext, round_: int) -> Sample:
     # aiohttp, not httpx: the client shares the 2 cores with the server, and httpx spent about
     # three times the CPU per request.
@@ -305,7 +327,22 @@ async def _http_recommendations(ctx: BenchContext, round_: int) -> Sample:
     sample = _latency_sample(round_, latencies, achieved_rate=round(count / elapsed, 1))
     sample.details["errors"] = sum(errors.values())
     sample.details["error_kinds"] = errors
+    sample.details["stored_top_k_share"] = await _stored_top_k_share(ctx, picks)
     return sample
+
+
+async def _stored_top_k_share(ctx: BenchContext, users: list[str]) -> float:
+    """The share of requests whose user has a stored top-K ranked from their current features
+    (the ingress answers those without the Recommender; docs/serving.md)."""
+    base = ctx.shared["recsys_workload"][0]
+    async with redis(base) as client:
+        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        for user in users:
+            pipe.hget(f"rtml:recsys:{user}", "t")
+            pipe.hget(f"rtml:recs:{user}", "t")
+        times = await pipe.execute()
+    fresh = sum(1 for i in range(0, len(times), 2) if times[i] and times[i] == times[i + 1])
+    return round(fresh / max(len(users), 1), 3)
 
 
 def _median_check(ctx: BenchContext, case: str, name: str, target_ms: float) -> Check:
