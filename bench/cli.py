@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes, 2 rounds: about 10 minutes on 2 cores"
+        "--quick", action="store_true", help="small sizes, 2 rounds: about 15 minutes on 2 cores"
     )
     parser.add_argument(
         "--only",

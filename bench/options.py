@@ -27,7 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is; ``quick`` takes about 10 minutes, ``full`` ~40."""
+    """How big each scenario is; ``quick`` takes about 15 minutes, ``full`` ~40."""
 
     repeats: int
     transactions: int  # pre-produced for the throughput scenarios
@@ -44,7 +44,7 @@ class Sizes:
     scaling_partitions: tuple[int, ...] = (4, 8)
 
 
-# Quick: every scenario, 2 rounds, in about 10 minutes on 2 cores (fewer records and shorter
+# Quick: every scenario, 2 rounds, in about 15 minutes on 2 cores (fewer records and shorter
 # loads; the scaling curve over 8 partitions only).
 QUICK = Sizes(
     repeats=2,
