@@ -8,6 +8,7 @@ destination partition into aiokafka batch builders and hands each over with one 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any, TypeVar
 
@@ -90,6 +91,27 @@ def make_producer(
         kwargs["retry_backoff_ms"] = 20
         set_txn_retry_backoff(settings.kafka_txn_retry_backoff_ms)
     return AIOKafkaProducer(**(settings.kafka_client_kwargs() | kwargs | overrides))
+
+
+def end_cancelled_fetches(consumer: AIOKafkaConsumer) -> None:
+    """Undo what a cancelled ``getmany`` leaves in aiokafka's poll-liveness clock.
+
+    aiokafka counts the ``getmany`` calls in flight (``SubscriptionState.fetch_context``) to
+    measure how long the consumer has not polled: past ``max_poll_interval_ms`` the member
+    leaves its group. The count is decremented after the ``yield`` of a generator context
+    manager without ``try/finally``, so a ``getmany`` cancelled while it waited stays counted
+    forever and the consumer looks busy polling even when its loop is stuck. Call this only
+    when no ``getmany`` of ``consumer`` is in flight.
+    """
+    state = consumer._subscription
+    if not hasattr(state, "_fetch_count") or not hasattr(state, "_last_fetch_ended"):
+        raise RuntimeError(
+            "aiokafka's SubscriptionState has no _fetch_count/_last_fetch_ended: check "
+            "consumers.kafka_io.end_cancelled_fetches against the installed aiokafka"
+        )
+    if state._fetch_count:
+        state._fetch_count = 0
+        state._last_fetch_ended = time.monotonic()
 
 
 def set_txn_retry_backoff(milliseconds: float) -> None:

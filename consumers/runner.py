@@ -51,7 +51,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.kafka_io import make_consumer
+from consumers.kafka_io import end_cancelled_fetches, make_consumer
 from consumers.partition_session import (
     OutRecord,
     PartitionProcessor,
@@ -264,6 +264,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 if prefetch is not None:
                     prefetch.cancel()
                     await asyncio.wait([prefetch])
+                    end_cancelled_fetches(consumer)  # the prefetch's getmany, if it waited
             self._collect_garbage()
 
     async def _process_and_commit(
