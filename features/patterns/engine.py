@@ -156,7 +156,6 @@ class PatternEngine(KeyedEngine[PatternState]):
         max_time, wm = part.max_time, part.watermark
         mask_of = self.rules.mask
         feature_rules, alert_rules = self._feature_rules, self._alert_rules
-        step, cap = self._step, self._cap
         rows: list[tuple[Any, ...] | None] = []
         matches: list[PatternMatch] = []
         for index, (tx, row) in enumerate(zip(transactions, card_rows, strict=True)):
@@ -179,25 +178,12 @@ class PatternEngine(KeyedEngine[PatternState]):
                 if profile is not None:
                     changed = self._observe(st, tx, profile, t, wm)
             mask = mask_of(TRANSACTION, tx, row)
-            times = st.times
+            done, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
             extra: list[int] = []
-            if (not times or t >= times[-1]) and len(times) < cap:
-                # In order (nearly every event): _feed's first branch, inlined.
-                times.append(t)
-                event = (t, TRANSACTION, mask, tx.event_id)
-                st.events.append(event)
-                completed = step(st.runs, st.done, event)
-                done = st.done
-                for r in feature_rules:
-                    c = len(done[r])
-                    extra.append(1 if c else 0)
-                    extra.append(c)
-            else:
-                counted, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
-                for r in feature_rules:
-                    c = counted[r]
-                    extra.append(1 if c else 0)
-                    extra.append(c)
+            for r in feature_rules:
+                c = len(done[r])
+                extra.append(1 if c else 0)
+                extra.append(c)
             if t > st.last:
                 st.last = t
                 self._rebucket(part, key, st)
@@ -236,9 +222,10 @@ class PatternEngine(KeyedEngine[PatternState]):
 
     def _feed(
         self, st: PatternState, t: int, kind: int, mask: int, event_id: str
-    ) -> tuple[list[int], list[list[tuple[str, ...]]]]:
-        """Add one event to the card; returns per rule the matches counted at it (ending in
-        ``(t - within, t]`` of its past) and the matches it completed."""
+    ) -> tuple[list[list[int]], list[list[tuple[str, ...]]]]:
+        """Add one event to the card; returns per rule the times of the matches counted at it
+        (ending in ``(t - within, t]`` of its past; read them before the card's next event) and
+        the matches it completed."""
         times, events = st.times, st.events
         event = (t, kind, mask, event_id)
         if len(times) >= self._cap:
@@ -248,17 +235,16 @@ class PatternEngine(KeyedEngine[PatternState]):
             times.append(t)
             events.append(event)
             completed = self._step(st.runs, st.done, event)
-            return [len(d) for d in st.done], completed
+            return st.done, completed
         pos = bisect_right(times, t)
         times.insert(pos, t)
         events.insert(pos, event)
         span = self._span
         # The event's view: its past only, replayed in event-time order.
         _, done, completed = self._replay(events[bisect_right(times, t - span) : pos + 1])
-        counts = [len(d) for d in done]
         # The live runs: the whole buffer in event-time order, as if nothing had been late.
         st.runs, st.done, _ = self._replay(events[bisect_right(times, times[-1] - span) :])
-        return counts, completed
+        return done, completed
 
     def _step(
         self, runs: list[list[Run]], done: list[list[int]], event: Event
