@@ -297,7 +297,8 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self._update_lag(consumer)
 
     def _collect_garbage(self) -> None:
-        """Between batches: freeze the heap; now and then, a full collection first."""
+        """Between batches and after a restore: freeze the heap; now and then, a full collection
+        first."""
         interval = self._settings.rtml_gc_full_collection_s
         if not interval:
             return
@@ -420,8 +421,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 self._sessions[result.tp.partition] = result
                 self.stats.restore_seconds[result.tp.partition] = result.restore_seconds
                 consumer.resume(result.tp)
-        # Restored state is long-lived: keep the cyclic GC from rescanning it on every pass.
-        gc.freeze()
+        self._collect_garbage()  # restored state is long-lived: out of the automatic GC's scans
         if errors:
             raise RtmlError(f"could not open {len(errors)} partition(s): {errors[0]}") from errors[
                 0
