@@ -269,12 +269,17 @@ async def _users_with_features(ctx: BenchContext) -> list[str]:
 
 
 async def _http_ranked(ctx: BenchContext, round_: int) -> Sample:
+    from serving.online import RECS_GROUP
+    from store.online import OnlineStore
+
     base = ctx.shared["recsys_workload"][0]
     users = await _users_with_features(ctx)
+    store = OnlineStore.from_settings(base)
+    keys = [store.key(RECS_GROUP, u) for u in users]
+    await store.close()
     async with redis(base) as client:
-        for start in range(0, len(users), 1_000):
-            chunk = users[start : start + 1_000]
-            await client.delete(*(f"rtml:recs:{u}" for u in chunk))  # type: ignore[attr-defined]
+        for start in range(0, len(keys), 1_000):
+            await client.delete(*keys[start : start + 1_000])  # type: ignore[attr-defined]
     return await _http_recommendations(ctx, round_)
 
 
@@ -334,14 +339,20 @@ async def _http_recommendations(ctx: BenchContext, round_: int) -> Sample:
 async def _stored_top_k_share(ctx: BenchContext, users: list[str]) -> float:
     """The share of requests whose user has a stored top-K ranked from their current features
     (the ingress answers those without the Recommender; docs/serving.md)."""
-    base = ctx.shared["recsys_workload"][0]
-    async with redis(base) as client:
-        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        for user in users:
-            pipe.hget(f"rtml:recsys:{user}", "t")
-            pipe.hget(f"rtml:recs:{user}", "t")
-        times = await pipe.execute()
-    fresh = sum(1 for i in range(0, len(times), 2) if times[i] and times[i] == times[i + 1])
+    from serving.online import RECS_GROUP, RECSYS_GROUP
+    from store.online import OnlineStore
+
+    store = OnlineStore.from_settings(ctx.shared["recsys_workload"][0])
+    try:
+        rows = await store.read_keys([(g, u) for u in users for g in (RECSYS_GROUP, RECS_GROUP)])
+    finally:
+        await store.close()
+    features, stored = rows[0::2], rows[1::2]
+    fresh = sum(
+        1
+        for f, s in zip(features, stored, strict=True)
+        if f is not None and s is not None and f.event_time == s.event_time
+    )
     return round(fresh / max(len(users), 1), 3)
 
 
