@@ -200,14 +200,8 @@ class UserFeatures:
     event_time: int
 
 
-async def read_user_features(store: OnlineStore, user_id: str) -> UserFeatures | None:
-    """The user's stored recommendation features, or None (absent, or not in RECOMMENDATION's
-    shape)."""
-    (row,) = await store.read(RECSYS_GROUP, [user_id])
-    return _user_features(row)
-
-
 def _user_features(row: Row | None) -> UserFeatures | None:
+    """A stored ``recsys`` row's features, or None (absent, or not in RECOMMENDATION's shape)."""
     stored = decode_stored(row)
     if stored is None:
         return None
@@ -222,7 +216,8 @@ def _user_features(row: Row | None) -> UserFeatures | None:
 async def read_user_features_and_top_k(
     store: OnlineStore, user_id: str
 ) -> tuple[UserFeatures | None, Recommendation | None]:
-    """The user's features (as ``read_user_features``) and stored top-K, in one round trip."""
+    """The user's stored recommendation features and top-K (each None when absent or
+    unreadable), in one round trip."""
     features_row, recs_row = await store.read_keys([(RECSYS_GROUP, user_id), (RECS_GROUP, user_id)])
     features = _user_features(features_row)
     if features is None or recs_row is None:
