@@ -46,7 +46,9 @@ class BenchApp:
     models_dir: Path
     fraud_version: str
     recommender_version: str
-    http_url: str
+    http_url: str  # Serve's HTTP proxy
+    # The Ingress replicas' own HTTP servers (Serve's direct ingress, on in throughput mode).
+    direct_urls: tuple[str, ...] = ()
 
     def fraud_handle(self) -> Any:
         """The FraudScorer's DeploymentHandle (``await h.score.remote(FraudScoreRequest)``)."""
@@ -120,7 +122,7 @@ def deploy_app(
     Synchronous (Serve's deploy API is); call it in a thread from async code.
     """
     from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, AppArgs, serve_config
-    from serving.deploy import deploy, serve_url
+    from serving.deploy import deploy, direct_ingress_urls, serve_url
     from serving.synthetic import mlp_fraud_model, save_fraud_model, save_recommender_model
 
     if replicas < 1:
@@ -144,7 +146,8 @@ def deploy_app(
         deployments={FRAUD_SCORER: fixed, RECOMMENDER: fixed, INGRESS: fixed},
     )
     deploy(config, timeout_s=timeout_s)
-    return BenchApp(name, models, fraud.name, recommender.name, serve_url())
+    direct = tuple(direct_ingress_urls(name))
+    return BenchApp(name, models, fraud.name, recommender.name, serve_url(), direct)
 
 
 def shutdown_app(app: BenchApp, *, stop_serve: bool) -> None:

@@ -140,7 +140,7 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     from ray import serve
 
     from rtml.ray_runtime import init_ray, shutdown_ray
-    from serving.deploy import deploy, serve_url
+    from serving.deploy import deploy, direct_ingress_urls, serve_url
 
     config = build_config(settings, args)
     app = config["applications"][0]
@@ -158,6 +158,12 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
         deploy(config)
         url = serve_url()  # where Serve listens (a Serve already running keeps its port)
         print(f"rtml serve: app {app['name']!r} running at {url} (API docs: {url}/docs)")
+        direct = direct_ingress_urls(app["name"])
+        if direct:
+            print(
+                f"rtml serve: its ingress replicas also answer directly at {', '.join(direct)}"
+                " (no proxy hop; the front for a load balancer, see docs/serving.md)"
+            )
         dashboard = _dashboard_url()
         if dashboard:
             print(f"rtml serve: Ray dashboard at {dashboard} (Serve tab)")

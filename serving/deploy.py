@@ -27,6 +27,9 @@ from serving.replica import models_dir_of, replica_settings
 
 log = logging.getLogger(__name__)
 
+_WILDCARD_HOSTS = ("0.0.0.0", "::")
+_REPLICA_TARGET = "SERVE_REPLICA::"  # Serve's name of a replica's target (a proxy's differs)
+
 
 def _client(http_options: dict[str, Any] | None = None, proxy_location: str | None = None) -> Any:
     """The Serve controller client, starting Serve (with these HTTP options) if needed."""
@@ -156,5 +159,30 @@ def serve_url() -> str:
     """The URL Serve's HTTP proxy actually listens on (the first ``serve.start`` in a cluster
     sets it; later configs cannot change it)."""
     http = _client().http_config
-    host = "127.0.0.1" if http.host in ("0.0.0.0", "::") else http.host
+    host = "127.0.0.1" if http.host in _WILDCARD_HOSTS else http.host
     return f"http://{host}:{http.port}"
+
+
+def direct_ingress_urls(app_name: str) -> list[str]:
+    """The HTTP URLs of ``app_name``'s running Ingress replicas themselves (empty when Serve
+    runs without direct ingress, i.e. without throughput mode).
+
+    In throughput mode each ingress replica also serves HTTP on a port of its own (30000 and
+    up), the same API without the hop through Serve's Python proxy, which costs more CPU per
+    request than the ingress itself (docs/serving.md). A load balancer in front of these URLs
+    is the fast front; they come and go with the replicas, so read them again after scaling.
+    A replica binds the proxy's host: on a loopback host the URL names that host (Serve
+    reports the node's address, where nothing listens then).
+    """
+    details = _client().get_serve_details()
+    host = details.get("http_options", {}).get("host")
+    urls = []
+    for group in details.get("target_groups", []):
+        if group.get("app_name") != app_name or group.get("protocol") != "HTTP":
+            continue
+        for target in group.get("targets", []):
+            if not str(target.get("name", "")).startswith(_REPLICA_TARGET):
+                continue  # the proxy, standing in while no replica runs
+            ip = target["ip"] if host is None or host in _WILDCARD_HOSTS else host
+            urls.append(f"http://{ip}:{target['port']}")
+    return urls

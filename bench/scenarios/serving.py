@@ -11,14 +11,17 @@
   in-process ``ConsumerRunner``, exactly once, top-K refresh on activity through the bench's
   Serve app) over a pre-produced history of user events: events/s. It also leaves fresh
   features in the online store for the HTTP case.
-- ``http-recs-200``: ``GET /v1/recommendations/{user}?k=20`` on the bench app's HTTP proxy at
+- ``http-recs-200``: ``GET /v1/recommendations/{user}?k=20`` on the Ingress replica's own HTTP
+  port (Serve's direct ingress, on in throughput mode: the front a load balancer targets) at
   ``HTTP_RATE`` requests/s, open loop (each request is sent at its scheduled time whatever the
   previous ones do, and its latency counts from that time: no coordinated omission), over users
   with features in the online store, for ``load_seconds``. Value: p99 ms. The ingress answers
   a user whose stored top-K ranks their current features from it (``stored_top_k_share`` of
   the requests), the others through the Recommender.
-- ``http-recs-200-ranked``: the same after deleting those users' stored top-Ks: every request
-  is ranked by the Recommender (the path of a user whose features just changed).
+- ``http-recs-200-proxy``: the same requests through Serve's HTTP proxy (the app's URL), which
+  adds a Python hop and several ms of CPU per request on each side.
+- ``http-recs-200-ranked``: the first case after deleting those users' stored top-Ks: every
+  request is ranked by the Recommender (the path of a user whose features just changed).
 """
 
 from __future__ import annotations
@@ -111,15 +114,23 @@ class ServingScenario(Scenario):
             Case(
                 self.name,
                 f"http-recs-{HTTP_RATE:g}",
-                f"GET /v1/recommendations at {HTTP_RATE:g} req/s, p99",
+                f"GET /v1/recommendations at {HTTP_RATE:g} req/s, ingress port, p99",
                 "ms",
-                _http_recommendations,
+                _http_direct,
+                higher_is_better=False,
+            ),
+            Case(
+                self.name,
+                f"http-recs-{HTTP_RATE:g}-proxy",
+                f"GET /v1/recommendations at {HTTP_RATE:g} req/s, via Serve's proxy, p99",
+                "ms",
+                _http_proxy,
                 higher_is_better=False,
             ),
             Case(
                 self.name,
                 f"http-recs-{HTTP_RATE:g}-ranked",
-                f"GET /v1/recommendations at {HTTP_RATE:g} req/s, all ranked, p99",
+                f"GET /v1/recommendations at {HTTP_RATE:g} req/s, ingress port, all ranked, p99",
                 "ms",
                 _http_ranked,
                 higher_is_better=False,
@@ -133,7 +144,7 @@ class ServingScenario(Scenario):
             _median_check(
                 ctx,
                 f"http-recs-{HTTP_RATE:g}",
-                f"GET /v1/recommendations p99 at {HTTP_RATE:g} req/s",
+                f"GET /v1/recommendations p99 at {HTTP_RATE:g} req/s (ingress port)",
                 HTTP_TARGET_MS,
             ),
         ]
@@ -280,15 +291,29 @@ async def _http_ranked(ctx: BenchContext, round_: int) -> Sample:
     async with redis(base) as client:
         for start in range(0, len(keys), 1_000):
             await client.delete(*keys[start : start + 1_000])  # type: ignore[attr-defined]
-    return await _http_recommendations(ctx, round_)
+    return await _http_direct(ctx, round_)
 
 
-async def _http_recommendations(ctx: BenchContext, round_: int) -> Sample:
+async def _http_direct(ctx: BenchContext, round_: int) -> Sample:
+    app = await bench_app(ctx)
+    if not app.direct_urls:
+        raise BenchError(
+            "serving/http", "the Ingress replica has no HTTP port of its own (Serve's direct "
+            "ingress needs throughput mode: drop --serve-default-mode)"
+        )  # fmt: skip
+    return await _http_recommendations(ctx, round_, app.direct_urls[0])
+
+
+async def _http_proxy(ctx: BenchContext, round_: int) -> Sample:
+    app = await bench_app(ctx)
+    return await _http_recommendations(ctx, round_, app.http_url)
+
+
+async def _http_recommendations(ctx: BenchContext, round_: int, url: str) -> Sample:
     # aiohttp, not httpx: the client shares the 2 cores with the server, and httpx spent about
     # three times the CPU per request.
     import aiohttp
 
-    app = await bench_app(ctx)
     users = await _users_with_features(ctx)
     seconds = ctx.options.sizes.load_seconds
     count = int(HTTP_RATE * seconds)
@@ -298,9 +323,7 @@ async def _http_recommendations(ctx: BenchContext, round_: int) -> Sample:
     errors: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=64)
     timeout = aiohttp.ClientTimeout(total=10.0)
-    async with aiohttp.ClientSession(
-        base_url=app.http_url, connector=connector, timeout=timeout
-    ) as client:
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
         for user in picks[:20]:  # warm up: connections, the proxy's routes
             async with client.get(f"/v1/recommendations/{user}?k=20") as response:
                 await response.read()

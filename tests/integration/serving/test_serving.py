@@ -34,7 +34,7 @@ from contracts.events import Recommendation, ScoredItem
 from features.definitions import FRAUD_FEATURE_NAMES, RECOMMENDATION_FEATURE_NAMES
 from rtml.settings import Settings
 from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, AppArgs, serve_config
-from serving.deploy import deploy, serve_url, with_models
+from serving.deploy import deploy, direct_ingress_urls, serve_url, with_models
 from serving.protocol import FraudScoreRequest, RecommendRequest
 from serving.synthetic import save_fraud_model, save_recommender_model
 from store.online import OnlineStore
@@ -443,6 +443,29 @@ async def test_http_models_and_health(served: Served) -> None:
         "models": {"fraud": served.fraud_old, "recommender": served.recommender},
         "problems": [],
     }
+
+
+async def test_the_ingress_replica_answers_on_its_own_port_as_the_proxy_does(
+    served: Served,
+) -> None:
+    (direct,) = direct_ingress_urls(APP)  # one Ingress replica, serving HTTP itself
+    assert direct != served.url
+    answers = {}
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as http:
+        for url in (served.url, direct):
+            async with http.get(f"{url}/v1/models") as r:
+                assert r.status == 200
+                versions = sorted(
+                    (m["deployment"], m["version"]) for m in (await r.json())["models"]
+                )
+            async with http.get(f"{url}/v1/recommendations/nobody-{uuid.uuid4().hex}?k=3") as r:
+                assert r.status == 200
+                unknown = (await r.json())["source"]
+            async with http.get(f"{url}/v1/recommendations/u1?k=0") as r:
+                invalid = (r.status, (await r.json())["field"])
+            answers[url] = (versions, unknown, invalid)
+    assert answers[direct] == answers[served.url]
+    assert answers[direct][1:] == ("popularity", (422, "k"))
 
 
 # -----------------------------------------------------------------------------------------------
