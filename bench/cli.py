@@ -84,7 +84,7 @@ def register(subparsers: Any) -> None:
     )
     sizes.add_argument("--memory-seconds", type=positive_float, help="live run length")
     sizes.add_argument("--memory-rate", type=positive_float, help="live records/s")
-    sizes.add_argument("--memory-users", type=positive_int, help="live users (~1.35 cards each)")
+    sizes.add_argument("--memory-cards", type=positive_int, help="distinct cards of the memory run")
     sizes.add_argument(
         "--profile-records", type=non_negative_int, help="records under cProfile (0: none)"
     )
@@ -109,7 +109,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         load_seconds=args.load_seconds,
         memory_seconds=args.memory_seconds,
         memory_rate=args.memory_rate,
-        memory_users=args.memory_users,
+        memory_cards=args.memory_cards,
         profile_records=args.profile_records,
     )
     return BenchOptions(
@@ -145,7 +145,7 @@ def canonical_command(options: BenchOptions) -> str:
         "--load-seconds", f"{s.load_seconds:g}",
         "--memory-seconds", f"{s.memory_seconds:g}",
         "--memory-rate", f"{s.memory_rate:g}",
-        "--memory-users", str(s.memory_users),
+        "--memory-cards", str(s.memory_cards),
         "--profile-records", str(s.profile_records),
         "--seed", str(options.seed),
         "--out", str(options.out),

@@ -34,7 +34,7 @@ class Sizes:
     users: int  # generator users for them (1.35 cards per user)
     memory_seconds: float  # live traffic while RSS is sampled
     memory_rate: float  # records/s (transactions, plus profiles when users appear)
-    memory_users: int
+    memory_cards: int
     profile_records: int  # records processed under cProfile (0: no profile)
     actors: tuple[int, ...] = (1, 2)
     loads: tuple[float, ...] = (1_000.0, 2_000.0, 5_000.0, 20_000.0)  # e2e fixed rates, tx/s
@@ -52,7 +52,7 @@ QUICK = Sizes(
     users=130_000,
     memory_seconds=30.0,
     memory_rate=4_000.0,
-    memory_users=50_000,
+    memory_cards=50_000,
     profile_records=50_000,
     load_seconds=10.0,
     scaling_partitions=(8,),
@@ -63,7 +63,7 @@ FULL = Sizes(
     users=1_000_000,
     memory_seconds=600.0,
     memory_rate=10_000.0,
-    memory_users=1_000_000,
+    memory_cards=1_000_000,
     profile_records=300_000,
     loads=(1_000.0, 2_000.0, 5_000.0, 20_000.0, 30_000.0),
     load_seconds=60.0,
@@ -93,7 +93,7 @@ class BenchOptions:
         _positive_int("--repeats", s.repeats, high=100)
         _positive_int("--transactions", s.transactions, low=1_000)
         _positive_int("--users", s.users, high=10_000_000)
-        _positive_int("--memory-users", s.memory_users, high=10_000_000)
+        _positive_int("--memory-cards", s.memory_cards, high=10_000_000)
         _positive_int("--partitions", self.partitions, high=1_000)
         if not s.memory_seconds >= 5:
             raise ConfigError(f"--memory-seconds must be at least 5, got {s.memory_seconds:g}")

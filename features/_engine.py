@@ -4,14 +4,18 @@ Keyed state lives per input partition (a key is in exactly one partition, Kafka'
 sees to that). A partition's event-time clock is the greatest event_time it has processed; its
 watermark is that minus the allowed lateness. Events older than the watermark are late.
 
-Each key sits in an expiry wheel bucket by the minute of its last event time. When the watermark
-passes ``bucket end + horizon`` every key of that bucket has no state any future (non-late) event
-could see, and is dropped (and reported as touched, so the consumer writes a tombstone).
+Each key sits in an expiry wheel bucket by the slice of time of its last event: a minute, or
+1/1024 of the engine's horizon when that is longer (about 10 minutes for the 7-day card horizon),
+so a wheel never holds more than ~1024 buckets of the horizon, however many keys pass through.
+When the watermark passes ``bucket end + horizon`` every key of that bucket has no state any
+future (non-late) event could see, and is dropped (and reported as touched, so the consumer
+writes a tombstone): at most one bucket after its horizon.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from sys import getsizeof
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -24,7 +28,13 @@ from features.state import PartitionMetaV1, encoder, partition_meta_decoder
 NO_TIME = -(1 << 62)
 """The clock and watermark of a partition that has processed nothing: nothing is late."""
 
-_BUCKET_MS = MINUTE_MS
+_MIN_BUCKET_MS = MINUTE_MS
+_WHEEL_BUCKETS = 1_024  # buckets per horizon, at most
+# A wheel bucket's set is rebuilt when its hash table has more than this many bytes per member
+# (a right-sized set has 32 - 64): see KeyedEngine._compact.
+_SPARSE_BYTES_PER_KEY = 128
+_SPARSE_BYTES_MIN = 256
+_COMPACT_MIN_MOVES = 4_096
 
 
 class KeyState:
@@ -50,6 +60,7 @@ class Partition(Generic[S]):
         "keys",
         "last_event_at",
         "max_time",
+        "moves",
         "next_sweep",
         "swept_below",
         "touched",
@@ -64,6 +75,7 @@ class Partition(Generic[S]):
         self.watermark = NO_TIME
         self.touched: set[str] = set()
         self.wheel: dict[int, set[str]] = {}
+        self.moves = 0  # keys moved out of a wheel bucket since the last compaction
         self.swept_below: int | None = None  # lowest wheel bucket not yet swept
         self.next_sweep = NO_TIME  # watermark at which the next bucket becomes droppable
         self.last_event_at = now_ms  # processing time of the last batch, for advance_idle
@@ -83,8 +95,9 @@ class BatchResult:
 class KeyedEngine(Generic[S]):
     """Partition bookkeeping shared by the fraud and recommendation engines."""
 
-    #: A key is dropped once watermark >= its last event time + this (set by subclasses).
+    #: A key is dropped once watermark >= its last event time + this (``_set_horizon``).
     _horizon_ms: int
+    _bucket_ms: int  # the expiry wheel's bucket width
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config if config is not None else FeatureConfig()
@@ -163,9 +176,14 @@ class KeyedEngine(Generic[S]):
 
     # -- expiry -----------------------------------------------------------------------------
 
+    def _set_horizon(self, horizon_ms: int) -> None:
+        """Called by each engine's __init__: how long a quiet key lives, and the wheel's width."""
+        self._horizon_ms = horizon_ms
+        self._bucket_ms = max(_MIN_BUCKET_MS, horizon_ms // _WHEEL_BUCKETS)
+
     def _rebucket(self, part: Partition[S], key: str, st: S) -> None:
         """File ``key`` under the minute of ``st.last`` (call after ``st.last`` grew)."""
-        bucket = st.last // _BUCKET_MS
+        bucket = st.last // self._bucket_ms
         old = st.bucket
         if bucket == old:
             return
@@ -174,6 +192,11 @@ class KeyedEngine(Generic[S]):
             members = wheel.get(old)
             if members is not None:
                 members.discard(key)
+                if not members:
+                    del wheel[old]
+                part.moves += 1
+                if part.moves > _COMPACT_MIN_MOVES and part.moves > len(part.keys):
+                    self._compact(part)
         members = wheel.get(bucket)
         if members is None:
             wheel[bucket] = members = set()
@@ -181,16 +204,32 @@ class KeyedEngine(Generic[S]):
         st.bucket = bucket
         if part.swept_below is None or bucket < part.swept_below:
             part.swept_below = bucket
-            due = (bucket + 1) * _BUCKET_MS - 1 + self._horizon_ms
+            due = (bucket + 1) * self._bucket_ms - 1 + self._horizon_ms
             if due < part.next_sweep:
                 part.next_sweep = due
 
+    @staticmethod
+    def _compact(part: Partition[S]) -> None:
+        """Rebuild the wheel buckets that most of their keys have left.
+
+        A Python set keeps its hash table when members leave, and a key leaves its bucket each
+        time it has a newer event. Without this, every minute bucket would hold the table of its
+        busiest moment until the horizon sweeps it: the wheel would grow with the events of a
+        whole horizon (7 days for cards) instead of with the keys. Runs after as many moves as
+        there are keys, so its cost per event is constant.
+        """
+        wheel = part.wheel
+        for bucket, members in wheel.items():
+            if getsizeof(members) > _SPARSE_BYTES_MIN + _SPARSE_BYTES_PER_KEY * len(members):
+                wheel[bucket] = set(members)
+        part.moves = 0
+
     def _sweep(self, part: Partition[S]) -> None:
         """Drop every key whose last event is at least one horizon behind the watermark."""
-        horizon = self._horizon_ms
-        # Keys in bucket b have last < (b + 1) * BUCKET; all droppable once
-        # watermark >= (b + 1) * BUCKET - 1 + horizon.
-        limit = (part.watermark - horizon + 1) // _BUCKET_MS - 1
+        horizon, width = self._horizon_ms, self._bucket_ms
+        # Keys in bucket b have last < (b + 1) * width; all droppable once
+        # watermark >= (b + 1) * width - 1 + horizon.
+        limit = (part.watermark - horizon + 1) // width - 1
         wheel = part.wheel
         if part.swept_below is not None and part.swept_below <= limit:
             if limit - part.swept_below > len(wheel):
@@ -203,7 +242,7 @@ class KeyedEngine(Generic[S]):
                     del keys[key]
                     touched.add(key)
             part.swept_below = limit + 1
-        part.next_sweep = (limit + 2) * _BUCKET_MS - 1 + horizon
+        part.next_sweep = (limit + 2) * width - 1 + horizon
 
     def _forget(self, part: Partition[S], key: str) -> None:
         st = part.keys.pop(key, None)

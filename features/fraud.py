@@ -121,7 +121,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
     def __init__(self, config: FeatureConfig | None = None) -> None:
         super().__init__(config)
         self._prev_horizon = self.config.previous_transaction_horizon_ms
-        self._horizon_ms = self._prev_horizon  # >= 24 h + lateness, checked by FeatureConfig
+        self._set_horizon(self._prev_horizon)  # >= 24 h + lateness, checked by FeatureConfig
         self._cap = self.config.max_events_per_key
 
     def process(

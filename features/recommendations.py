@@ -98,7 +98,7 @@ class RecommendationFeatureEngine(KeyedEngine[UserState]):
     def __init__(self, config: FeatureConfig | None = None) -> None:
         super().__init__(config)
         self._history = self.config.history_horizon_ms
-        self._horizon_ms = self._history  # >= 30 min + lateness, checked by FeatureConfig
+        self._set_horizon(self._history)  # >= 30 min + lateness, checked by FeatureConfig
         self._cap = self.config.max_events_per_key
 
     def assign(self, partition: int, *, now_ms: int | None = None) -> None:

@@ -150,12 +150,23 @@ async def produce_history(
     ``rate`` records/s: a replay whose event times (the window's) run faster than the wall
     clock, e.g. days of traffic in minutes, for long-window state and memory tests."""
     generator = EventGenerator(config, start_ms=window.start_ms, end_ms=window.end_ms)
-    schedule = PacingSchedule(rate, max_batch=max(int(rate * 0.05), 100)) if rate else None
     sink = sink or KafkaSink(settings, send_labels=send_labels)
+    return await produce_batches(sink, generator.batches(), count=count, rate=rate, report=report)
+
+
+async def produce_batches(
+    sink: KafkaSink,
+    batches: Iterator[list[Record]],
+    *,
+    count: int | None = None,
+    rate: float | None = None,
+    report: Report | None = None,
+) -> ProduceSummary:
+    """Send ready-made records (``batches``, e.g. a bench's own key space) through ``sink``,
+    as fast as the broker takes them or paced at ``rate`` records/s, until ``count``."""
+    schedule = PacingSchedule(rate, max_batch=max(int(rate * 0.05), 100)) if rate else None
     async with sink:
-        elapsed, labels = await _pump(
-            sink, generator.batches(), schedule, count, report, lambda: None
-        )
+        elapsed, labels = await _pump(sink, batches, schedule, count, report, lambda: None)
     return _summary(sink, elapsed, labels, rate)
 
 

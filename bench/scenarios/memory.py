@@ -1,18 +1,21 @@
 """Memory of a consumer actor holding many cards, and how long a killed actor takes to come back.
 
-One Ray actor runs the fraud feature stage (no scoring) on its own topics while synthetic
-traffic (transactions of ``memory_users`` users, ~1.35 cards each, and their profiles) flows for
-``memory_seconds`` at ``memory_rate`` records/s. Every few seconds: the actor process's RSS
-(from /proc), the cards in the online store (one Redis key per card seen: the bench's Redis
-holds nothing else) and the group's lag. The full run is 10 minutes with 1,000,000 users (about
-1.3 million cards).
+One Ray actor runs the fraud feature stage (no scoring) on its own topics while transactions
+over a fixed key space of ``memory_cards`` cards (``bench.key_space``: each card once in a first
+pass, then cards at random) flow for ``memory_seconds`` at ``memory_rate`` records/s. Every
+few seconds: the actor process's RSS (from /proc), the cards in the online store (one Redis key
+per card seen: the bench's Redis holds nothing else) and the group's lag. The full run is 10
+minutes at 10,000/s over 1,000,000 cards.
 
-The traffic is a paced replay of a historical window, not live traffic: its event times run
-faster than the wall clock, so that the run covers several days of event time. State can only
-be flat once the longest window (24 h + lateness) is full: with live event times (the wall
-clock) a 10-minute run would never drop anything, whatever the engine. Users pay
-``TXNS_PER_USER_DAY`` times a day, so 10 minutes at 10k/s cover about 3.5 days and the windows
-fill in the first third of the run; the rest shows whether memory stays flat.
+The traffic is a paced replay: its event times run faster than the wall clock, ``EVENT_DAYS``
+over the run (with live event times a 10-minute run would never drop anything, whatever the
+engine). What a card keeps is bounded by event time: 24 h windows, and the previous transaction
+and the expiry index for 7 days (``previous_transaction_horizon_ms``, plus the lateness), after
+which a quiet card is dropped. So state only stops growing once the replay has covered that
+horizon: by ``settled_s`` (every card seen, the horizon covered, plus a tenth of the run) RSS
+should be flat. ``rss-growth-settled`` is its growth from then to the end, and the check asks
+for under ``FLAT_GROWTH``. At 10 days over the run a card pays ~0.6 times a simulated day, so
+~1.5% of the cards are quiet for a whole horizon at any time: dropped, then back.
 
 Then the actor is killed (SIGKILL, as a crash): Ray restarts it and retries its loop, which
 reloads the profile table, rejoins the group (after the dead member's session times out),
@@ -28,23 +31,25 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import replace
 from typing import Any
 
 from bench.environment import OffsetReader, create_topics, redis_keys, scenario_topics
+from bench.key_space import key_space_batches
 from bench.measure import BenchError, group_ready
 from bench.procs import CpuMeter, rss_bytes
-from bench.results import Measurement, Sample, Series
+from bench.results import Check, Measurement, Sample, Series
 from bench.scenario import BenchContext, Case, Scenario
 from bench.scenarios.features import reset_state
-from bench.workload import TransactionsWorkload, generator_config
+from bench.workload import TransactionsWorkload
 from consumers.pipelines.fraud_features import FraudFeaturesPipeline
-from producers.config import GeneratorConfig
-from producers.runner import Window, produce_history
-from producers.stream import expected_records_per_day
+from features.config import FeatureConfig
+from features.definitions import DAY_MS
+from producers.kafka_sink import KafkaSink
+from producers.runner import Window, produce_batches
 
 MIB = 1024 * 1024
-TXNS_PER_USER_DAY = 1.0  # a typical card pays about once a day
+EVENT_DAYS = 10.0  # event time the run replays: longer than the 7-day card horizon
+FLAT_GROWTH = 0.05  # RSS growth allowed from settled_s to the end
 
 
 class MemoryScenario(Scenario):
@@ -54,6 +59,25 @@ class MemoryScenario(Scenario):
 
     def cases(self, ctx: BenchContext) -> list[Case]:
         return []
+
+    def checks(self, ctx: BenchContext) -> list[Check]:
+        cards = ctx.options.sizes.memory_cards
+        name = f"consumer RSS flat with {cards:,} cards in state"
+        target = f"< {FLAT_GROWTH:.0%} growth once settled"
+        growth = ctx.results.measurement("memory/rss-growth-settled")
+        summary = growth.summary() if growth is not None else None
+        if summary is None:
+            return [Check(name, target, "not measured", None)]
+        return [
+            Check(
+                name,
+                target,
+                f"{summary.median:+.1f}%",
+                summary.median < FLAT_GROWTH * 100.0,
+                f"{ctx.options.sizes.memory_seconds:,.0f} s at "
+                f"{ctx.options.sizes.memory_rate:,.0f} records/s",
+            )
+        ]
 
     async def once(self, ctx: BenchContext) -> None:
         from consumers.actors import ConsumerGroup
@@ -69,19 +93,19 @@ class MemoryScenario(Scenario):
             ends = await reader.end_offsets(topic, partitions)
         # Only the traffic of this run counts (a kept stack may hold an earlier run's).
         await reset_state(
-            TransactionsWorkload(settings, topic, partitions, ends, sizes.memory_users, 0, 0.0),
+            TransactionsWorkload(settings, topic, partitions, ends, sizes.memory_cards, 0, 0.0),
             to_end=True,
             flush=ctx.stack.owns_services,
         )
         ctx.results.workloads["memory"] = {
             "topic": topic,
             "partitions": partitions,
-            "users": sizes.memory_users,
+            "cards": sizes.memory_cards,
             "rate": sizes.memory_rate,
             "seconds": sizes.memory_seconds,
             "seed": ctx.options.seed,
-            "txns_per_user_day": TXNS_PER_USER_DAY,
-            "event_days": round(_event_days(sizes), 2),
+            "event_days": EVENT_DAYS,
+            "settled_s": round(_settled_s(sizes), 1),
         }
         group = ConsumerGroup(settings, "fraud")
         try:
@@ -128,7 +152,7 @@ class MemoryScenario(Scenario):
 
         ctx.say(
             f"memory: live traffic at {sizes.memory_rate:,.0f} records/s for "
-            f"{sizes.memory_seconds:,.0f} s, {sizes.memory_users:,} users"
+            f"{sizes.memory_seconds:,.0f} s, {sizes.memory_cards:,} cards"
         )
         meter = CpuMeter(
             {
@@ -141,11 +165,18 @@ class MemoryScenario(Scenario):
         meter.start()
         task = asyncio.create_task(sampler())
         try:
-            summary = await produce_history(
-                settings,
-                _memory_config(sizes.memory_users, ctx.options.seed),
-                _replay_window(sizes),
-                count=int(sizes.memory_rate * sizes.memory_seconds),
+            count = int(sizes.memory_rate * sizes.memory_seconds)
+            window = Window.last_days(EVENT_DAYS)
+            summary = await produce_batches(
+                KafkaSink(settings),
+                key_space_batches(
+                    sizes.memory_cards,
+                    count,
+                    span_ms=window.end_ms - window.start_ms,
+                    start_ms=window.start_ms,
+                    seed=ctx.options.seed,
+                ),
+                count=count,
                 rate=sizes.memory_rate,
             )
             group_id = FraudFeaturesPipeline(settings, scorer=None).group_id
@@ -176,11 +207,21 @@ class MemoryScenario(Scenario):
                 _one(
                     ctx,
                     "bytes-per-card",
-                    "RSS growth per card in state (profiles table included)",
+                    "RSS growth per card in state",
                     "bytes",
                     (stats["end"] - stats["start"]) * MIB / final_cards,
                 )
             _one(ctx, "cards", "cards in state at the end", "keys", final_cards, higher=True)
+            settled = _settled_s(sizes)
+            after = [v for t, v in rss.points if t >= settled]
+            if len(after) >= 2:
+                _one(
+                    ctx,
+                    "rss-growth-settled",
+                    f"RSS growth from {settled:,.0f} s (all cards seen, horizon passed) to the end",
+                    "%",
+                    (after[-1] - after[0]) / after[0] * 100.0,
+                )
 
     async def _restore(self, ctx: BenchContext, group: Any, partitions: int) -> None:
         before = await asyncio.to_thread(group.stats)
@@ -256,16 +297,11 @@ async def _drained(
     raise BenchError("memory", f"the actor did not catch up within {timeout_s:.0f} s")
 
 
-def _memory_config(users: int, seed: int) -> GeneratorConfig:
-    return replace(generator_config(users, seed), txns_per_user_day=TXNS_PER_USER_DAY)
-
-
-def _event_days(sizes: Any) -> float:
-    """Days of event time that ``memory_seconds`` at ``memory_rate`` replay."""
-    per_day = expected_records_per_day(_memory_config(sizes.memory_users, 0))
-    return sizes.memory_rate * sizes.memory_seconds / per_day
-
-
-def _replay_window(sizes: Any) -> Window:
-    """A window a little longer than needed: the record count ends the replay."""
-    return Window.last_days(_event_days(sizes) * 1.1)
+def _settled_s(sizes: Any) -> float:
+    """Seconds into the run by which every card has been seen (the first pass) and the replay
+    has covered the longest time a card keeps state, plus a tenth of the run."""
+    config = FeatureConfig()
+    horizon_ms = config.previous_transaction_horizon_ms + config.allowed_lateness_ms
+    first_pass = sizes.memory_cards / sizes.memory_rate
+    horizon_covered = sizes.memory_seconds * horizon_ms / (EVENT_DAYS * DAY_MS)
+    return max(first_pass, horizon_covered) + sizes.memory_seconds / 10

@@ -135,7 +135,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         if self._profiles:
             # Remember the joined profile as long as the card's previous transaction.
             horizon = max(horizon, self.config.previous_transaction_horizon_ms)
-        self._horizon_ms = max(horizon, 1)
+        self._set_horizon(max(horizon, 1))
         self._cap = self.config.max_events_per_key
         self.reset_keys = 0  # restored keys whose state was for another rule set
 

@@ -33,7 +33,7 @@ def test_quick_and_full_defaults() -> None:
     assert quick.stem(list(SCENARIOS)) == "quick"
     full = parse()
     assert full.mode == "full" and full.sizes == sizes_for("full")
-    assert full.sizes.memory_seconds == 600 and full.sizes.memory_users == 1_000_000
+    assert full.sizes.memory_seconds == 600 and full.sizes.memory_cards == 1_000_000
 
 
 def test_overrides_and_selection_make_a_custom_run() -> None:

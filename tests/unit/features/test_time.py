@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from array import array
+from sys import getsizeof
 from typing import Any
 
 import msgspec
@@ -229,3 +230,25 @@ def test_card_is_kept_until_the_last_moment_an_event_can_see_it() -> None:
     row = engine.process(0, tx(last + horizon - 1, card="quiet"))
     assert row is not None
     assert fraud_row_dict(row)["seconds_since_last_transaction"] == (horizon - 1) / 1000
+
+
+def test_the_expiry_index_holds_the_keys_not_their_history() -> None:
+    """A key moves to a newer wheel bucket with each event. The buckets it leaves must not keep
+    the hash tables of their busiest moment until the horizon sweeps them: the index would then
+    grow with the events of a whole horizon (7 days for cards), not with the keys."""
+    engine = fraud()
+    rng = random.Random(3)
+    t = T0
+    for _ in range(40):  # 40,000 events on 2,000 cards over ~22 h: nothing expires
+        batch = []
+        for _ in range(1_000):
+            t += rng.randrange(4_000)
+            batch.append(tx(t, card=f"c{rng.randrange(2_000)}"))
+        engine.process_batch(0, batch, {})
+    wheel = engine._parts[0].wheel
+    assert engine.key_count(0) == 2_000
+    assert sum(len(members) for members in wheel.values()) == 2_000
+    assert all(wheel.values())  # a bucket every key has left is gone
+    assert len(wheel) <= 1_024 + 1  # at most ~1024 buckets per horizon
+    table_bytes = sum(getsizeof(members) for members in wheel.values())
+    assert table_bytes < 2_000 * 128 + len(wheel) * 256
