@@ -22,11 +22,13 @@ outstanding; the next cycle processes those records first. Records taken under a
 has since closed (revoked, recovered, reopened with a seek) are dropped: the next session seeks
 to its offset.
 
-Garbage collection (``rtml_gc_full_collection_s``): the keyed state is millions of long-lived
-container objects, and a full collection of them stalls the loop for hundreds of ms. The heap
-is frozen after every batch, so automatic collections scan only the objects of the batch in
-progress; a full collection, for cyclic garbage among frozen objects, runs between batches every
-``rtml_gc_full_collection_s``.
+Garbage collection (``rtml_gc_freeze``): the keyed state is millions of long-lived container
+objects, and a full collection of them stalls the loop for hundreds of ms per 100k keys (at 1M
+cards, for longer than the group's session timeout: the member is dropped). After every batch
+the runner collects the objects allocated since the last freeze (the batch's own cyclic
+garbage; frozen objects are not scanned) and freezes the heap, so no collection ever scans the
+state. State a key drops is freed by reference counting, frozen or not. A periodic full
+collection (``rtml_gc_full_collection_s``) is off by default.
 
 Backpressure: at most one batch commits behind the one being processed, and a batch is not
 committed before the previous one, so a slow downstream stage slows consumption instead of
@@ -153,7 +155,11 @@ class ConsumerRunner(ConsumerRebalanceListener):
         # Prefetched records, per partition, with the session they were taken under.
         self._carry: dict[TopicPartition, tuple[PartitionSession, list[ConsumerRecord]]] = {}
         self._carried = 0
-        self._next_full_gc = time.monotonic() + settings.rtml_gc_full_collection_s
+        self._next_full_gc = (
+            time.monotonic() + settings.rtml_gc_full_collection_s
+            if settings.rtml_gc_full_collection_s
+            else float("inf")
+        )
         self.stats = RunnerStats()
         self.metrics = PipelineMetrics(
             getattr(pipeline, "name", pipeline.group_id),
@@ -297,16 +303,15 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self._update_lag(consumer)
 
     def _collect_garbage(self) -> None:
-        """Between batches and after a restore: freeze the heap; now and then, a full collection
-        first."""
-        interval = self._settings.rtml_gc_full_collection_s
-        if not interval:
+        """Between batches and after a restore: collect what was allocated since the last
+        freeze, then freeze it; a full collection first when one is due."""
+        if not self._settings.rtml_gc_freeze:
             return
         now = time.monotonic()
         if now >= self._next_full_gc:
             gc.unfreeze()
-            gc.collect()
-            self._next_full_gc = now + interval
+            self._next_full_gc = now + self._settings.rtml_gc_full_collection_s
+        gc.collect()  # frozen objects are not scanned: only the batch's (or everything, unfrozen)
         gc.freeze()
 
     def _take_carry(self) -> dict[TopicPartition, list[ConsumerRecord]]:

@@ -262,11 +262,15 @@ class Settings(BaseSettings):
     # false: poll once per cycle, and a record can wait a cycle more (consumers/runner.py).
     rtml_prefetch: bool = True
     # Python's full garbage collections scan every container object: with 100k cards of state
-    # (1.6M objects) one takes ~0.4 s, and they recur as the state grows, stalling the loop.
-    # The runner freezes the heap after every batch (the automatic collections then scan only
-    # what the next batch allocates) and runs a full collection every this many seconds,
-    # between batches; 0 leaves Python's collector as it is.
-    rtml_gc_full_collection_s: float = Field(default=600.0, ge=0.0)
+    # (1.6M objects) one takes ~0.4 s, and they recur as the state grows, stalling the loop (at
+    # 1M cards for longer than the group's session timeout). With rtml_gc_freeze the runner
+    # collects what each batch left and then freezes the heap, so collections only ever scan
+    # the batch in progress; false leaves Python's collector as it is.
+    rtml_gc_freeze: bool = True
+    # With rtml_gc_freeze, also unfreeze and run a full collection between batches every this
+    # many seconds (cyclic garbage among frozen objects; the state itself is freed by reference
+    # counting). It blocks the loop ~0.4 s per 100k cards: keep it off (0) with large state.
+    rtml_gc_full_collection_s: float = Field(default=0.0, ge=0.0)
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
