@@ -18,6 +18,7 @@ counts exactly once in the state, and a read_committed reader sees each output e
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Changelog key of the input offset the state covers (at-least-once mode only).
 OFFSET_KEY = b"\x00offset"
+RESTORE_SLICE_KEYS = 2_000  # keys restored between two turns of the event loop
 
 
 @dataclass(slots=True)
@@ -259,10 +261,25 @@ async def restore_changelog(
         await reader.stop()
     covers = latest.pop(OFFSET_KEY, None)
     restored = 0
-    for key, value in latest.items():
+    for count, (key, value) in enumerate(latest.items(), 1):
         processor.restore(key, value)
         restored += value is not None
+        if count % RESTORE_SLICE_KEYS == 0:
+            await _between_restore_slices(settings)
     return restored, int(covers) if covers else None
+
+
+async def _between_restore_slices(settings: Settings) -> None:
+    """Let the loop run (heartbeats, the other partitions' restores) between slices of keys.
+
+    Decoding 100k+ keys of one partition without yielding blocked the loop past the group's
+    session timeout at 1M cards: the member was dropped mid-restore and started over. The
+    restored state is long-lived: with ``rtml_gc_freeze`` it is frozen as it comes, so the
+    automatic collections that its growth triggers do not rescan it (seconds at that size).
+    """
+    if settings.rtml_gc_freeze:
+        gc.freeze()
+    await asyncio.sleep(0)
 
 
 def records_after(records: Sequence[ConsumerRecord], next_offset: int) -> Sequence[ConsumerRecord]:
