@@ -41,14 +41,10 @@ from features.fraud import FraudFeatureEngine
 from features.merchant_risk import append_merchant_risk
 from features.patterns import PatternEngine, shipped_rules
 from serving.protocol import RecommendationRow, fraud_row_array, recommendation_row
-from store.online import OnlineStore, Row
+from store.online import FRAUD_GROUP, PROFILE_GROUP, RECS_GROUP, RECSYS_GROUP, OnlineStore, Row
 
 log = logging.getLogger(__name__)
 
-FRAUD_GROUP = "fraud"
-RECSYS_GROUP = "recsys"
-RECS_GROUP = "recs"  # the consumers' latest top-K per user (consumers/pipelines/recsys_features)
-PROFILE_GROUP = "profile"
 POPULARITY = "item_views_1h"
 
 FeatureSource = Literal["online_store", "request"]

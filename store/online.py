@@ -8,7 +8,9 @@ Key layout (``{ns}`` is the namespace, ``rtml`` by default)::
                             TTL   ``ttl_ms`` after the last write (inactive entities expire)
 
 ``group`` is a feature group: ``fraud`` (entity card_id), ``recsys`` (user_id),
-``profile`` (user_id, the materialized user-profiles table).
+``profile`` (user_id, the materialized user-profiles table), ``recs`` (user_id, the latest
+top-K the recommendation consumers ranked, a ``Recommendation``). The group names below are
+the one place both the consumers (writers) and serving (readers) take them from.
 
 Writes are guarded by a server-side script: a row whose event_time is older than the stored
 one never overwrites it, so replays and out-of-order events cannot make features go back in
@@ -27,6 +29,11 @@ from redis.exceptions import RedisError
 
 from rtml.errors import ServiceUnavailable
 from rtml.settings import Settings
+
+FRAUD_GROUP = "fraud"  # card features (consumers/pipelines/fraud_features.py)
+RECSYS_GROUP = "recsys"  # user recommendation features (consumers/pipelines/recsys_features.py)
+RECS_GROUP = "recs"  # the latest top-K per user (the same pipeline; served over HTTP)
+PROFILE_GROUP = "profile"  # the user-profiles table (consumers/pipelines/profiles.py)
 
 # KEYS: n row keys. ARGV: ttl_ms, written_at, then (event_time, payload) per key.
 # Returns how many rows were written (the others were older than what is stored).

@@ -40,7 +40,6 @@ from bench.stats import ratio_summary
 from bench.workload import TransactionsWorkload
 from consumers.kafka_io import make_producer
 from consumers.pipelines.dead_letters import DeadLetters
-from consumers.pipelines.fraud_features import GROUP as STORE_GROUP
 from consumers.pipelines.fraud_features import FeatureRow
 from consumers.profile_table import ProfileTable
 from consumers.scoring import PendingScore, encode_rows, score_outputs
@@ -51,7 +50,7 @@ from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
 from serving.config import FRAUD_SCORER
 from serving.protocol import FraudScoreRequest
-from store.online import OnlineStore
+from store.online import FRAUD_GROUP, OnlineStore
 
 SECONDS = {"quick": 10.0, "full": 30.0}
 WARMUP_EVENTS = 20
@@ -171,7 +170,7 @@ class NaivePipeline:
         row = tuple(card.get(name) for name in FRAUD_FEATURE_NAMES)
         features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
         payload = encode(FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms))
-        await self._store.write(STORE_GROUP, [(tx.card_id, tx.event_time, payload)])
+        await self._store.write(FRAUD_GROUP, [(tx.card_id, tx.event_time, payload)])
         pending = [PendingScore(record.partition, tx, row, record.timestamp)]
         request = FraudScoreRequest(encode_rows(pending), self._threshold)
         response = await self._handle.score.remote(request)

@@ -280,8 +280,7 @@ async def _users_with_features(ctx: BenchContext) -> list[str]:
 
 
 async def _http_ranked(ctx: BenchContext, round_: int) -> Sample:
-    from serving.online import RECS_GROUP
-    from store.online import OnlineStore
+    from store.online import RECS_GROUP, OnlineStore
 
     base = ctx.shared["recsys_workload"][0]
     users = await _users_with_features(ctx)
@@ -362,8 +361,7 @@ async def _http_recommendations(ctx: BenchContext, round_: int, url: str) -> Sam
 async def _stored_top_k_share(ctx: BenchContext, users: list[str]) -> float:
     """The share of requests whose user has a stored top-K ranked from their current features
     (the ingress answers those without the Recommender; docs/serving.md)."""
-    from serving.online import RECS_GROUP, RECSYS_GROUP
-    from store.online import OnlineStore
+    from store.online import RECS_GROUP, RECSYS_GROUP, OnlineStore
 
     store = OnlineStore.from_settings(ctx.shared["recsys_workload"][0])
     try:

@@ -47,9 +47,7 @@ from features.patterns import PatternEngine, load_rules
 from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
-from store.online import OnlineStore
-
-GROUP = "fraud"
+from store.online import FRAUD_GROUP, OnlineStore
 
 
 class FeatureRow(msgspec.Struct, frozen=True):
@@ -64,7 +62,7 @@ class FeatureRow(msgspec.Struct, frozen=True):
 
 class FraudFeaturesPipeline:
     name = "fraud"
-    feature_group = GROUP
+    feature_group = FRAUD_GROUP
 
     def __init__(
         self,
@@ -222,7 +220,7 @@ class FraudFeaturesPipeline:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
             lap = stats.lap("features", lap)
-        write = stats.timed("store_write", self._store.write(GROUP, list(newest.values())))
+        write = stats.timed("store_write", self._store.write(FRAUD_GROUP, list(newest.values())))
         stats.store_written = bool(newest)
         if self._scorer is not None and pending:
             # The online-store write and the model call are independent: overlap them.

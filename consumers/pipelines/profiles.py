@@ -16,9 +16,8 @@ from contracts.events import UserProfile
 from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings
-from store.online import OnlineStore
+from store.online import PROFILE_GROUP, OnlineStore
 
-GROUP = "profile"
 DELETE_ALWAYS = 2**62  # a tombstone has no time: it deletes whatever is stored
 
 
@@ -32,7 +31,7 @@ class _Stateless:
 
 class ProfilesPipeline:
     name = "profiles"
-    feature_group = GROUP
+    feature_group = PROFILE_GROUP
 
     def __init__(
         self,
@@ -98,7 +97,7 @@ class ProfilesPipeline:
                 deletes.pop(profile.user_id, None)
                 writes[profile.user_id] = (profile.user_id, profile.updated_at, record.value)
         # Deletes first: a key is in at most one of the two maps (the later record wins).
-        await self._store.delete(GROUP, list(deletes.values()))
-        await self._store.write(GROUP, list(writes.values()), guarded=False)
+        await self._store.delete(PROFILE_GROUP, list(deletes.values()))
+        await self._store.write(PROFILE_GROUP, list(writes.values()), guarded=False)
         self.batch_stats.store_written = bool(writes or deletes)
         return outputs

@@ -35,10 +35,7 @@ from features.recommendations import RecommendationFeatureEngine
 from monitoring.pipeline_metrics import BatchStats
 from rtml.errors import InvalidEvent
 from rtml.settings import Settings, TopicSpec
-from store.online import OnlineStore
-
-GROUP = "recsys"
-RECS_GROUP = "recs"  # the latest top-K per user, read by the HTTP ingress (serving/online.py)
+from store.online import RECS_GROUP, RECSYS_GROUP, OnlineStore
 
 
 class UserFeatureRow(msgspec.Struct, frozen=True):
@@ -51,7 +48,7 @@ class UserFeatureRow(msgspec.Struct, frozen=True):
 
 class RecsysFeaturesPipeline:
     name = "recsys"
-    feature_group = GROUP
+    feature_group = RECSYS_GROUP
 
     def __init__(
         self,
@@ -165,7 +162,7 @@ class RecsysFeaturesPipeline:
                 key = f"{batch.partition}:{delta.slice_start_ms}".encode()
                 out.append(OutRecord(self.slices_topic, key, encode_delta(delta), now_ms, 0))
             lap = stats.lap("features", lap)
-        await stats.timed("store_write", self._store.write(GROUP, list(newest.values())))
+        await stats.timed("store_write", self._store.write(RECSYS_GROUP, list(newest.values())))
         await stats.timed("store_write", self._maybe_write_popularity())
         stats.store_written = bool(newest)
         if refresh:
