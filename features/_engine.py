@@ -182,7 +182,7 @@ class KeyedEngine(Generic[S]):
         self._bucket_ms = max(_MIN_BUCKET_MS, horizon_ms // _WHEEL_BUCKETS)
 
     def _rebucket(self, part: Partition[S], key: str, st: S) -> None:
-        """File ``key`` under the minute of ``st.last`` (call after ``st.last`` grew)."""
+        """File ``key`` under the wheel bucket of ``st.last`` (call after ``st.last`` grew)."""
         bucket = st.last // self._bucket_ms
         old = st.bucket
         if bucket == old:

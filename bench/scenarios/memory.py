@@ -105,7 +105,7 @@ class MemoryScenario(Scenario):
             "seconds": sizes.memory_seconds,
             "seed": ctx.options.seed,
             "event_days": EVENT_DAYS,
-            "settled_s": round(_settled_s(sizes), 1),
+            "settled_s": round(_settled_s(sizes, settings.rtml_features), 1),
         }
         group = ConsumerGroup(settings, "fraud")
         try:
@@ -212,7 +212,7 @@ class MemoryScenario(Scenario):
                     (stats["end"] - stats["start"]) * MIB / final_cards,
                 )
             _one(ctx, "cards", "cards in state at the end", "keys", final_cards, higher=True)
-            settled = _settled_s(sizes)
+            settled = _settled_s(sizes, settings.rtml_features)
             after = [v for t, v in rss.points if t >= settled]
             if len(after) >= 2:
                 _one(
@@ -297,10 +297,10 @@ async def _drained(
     raise BenchError("memory", f"the actor did not catch up within {timeout_s:.0f} s")
 
 
-def _settled_s(sizes: Any) -> float:
+def _settled_s(sizes: Any, config: FeatureConfig) -> float:
     """Seconds into the run by which every card has been seen (the first pass) and the replay
-    has covered the longest time a card keeps state, plus a tenth of the run."""
-    config = FeatureConfig()
+    has covered the longest time a card keeps state (under the actor's ``config``), plus a
+    tenth of the run."""
     horizon_ms = config.previous_transaction_horizon_ms + config.allowed_lateness_ms
     first_pass = sizes.memory_cards / sizes.memory_rate
     horizon_covered = sizes.memory_seconds * horizon_ms / (EVENT_DAYS * DAY_MS)
