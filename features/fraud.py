@@ -160,7 +160,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
         add_row = rows.append
         # Locals: this loop is the hot path.
         day, w1, w5, wh, hour_ms = DAY_MS, _W1, _W5, _WH, HOUR_MS
-        bucket_ms = MINUTE_MS
+        bucket_ms = self._bucket_ms  # the expiry wheel's: rebucket only when it changes
         diameter, min_seconds = _DIAMETER_KM, SPEED_MIN_SECONDS
         _bisect, _radians, _cos, _sin, _asin, _sqrt = bisect_right, radians, cos, sin, asin, sqrt
         _intern = sys.intern

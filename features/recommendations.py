@@ -130,6 +130,7 @@ class RecommendationFeatureEngine(KeyedEngine[UserState]):
         touched = part.touched
         deltas = part.extra
         rebucket = self._rebucket
+        bucket_ms = self._bucket_ms  # the expiry wheel's: rebucket only when it changes
         lateness = self._lateness
         history = self._history
         cap = self._cap
@@ -288,7 +289,7 @@ class RecommendationFeatureEngine(KeyedEngine[UserState]):
                     insort(ctimes, t)
             if t > st.last:
                 st.last = t
-                if t // SLICE_MS != st.bucket:
+                if t // bucket_ms != st.bucket:
                     rebucket(part, key, st)
             touched.add(key)
             add_row((interest, views, clicks, recent, purchased))

@@ -129,6 +129,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         self._feature_rules = tuple(index[name] for name in feature_rules)
         self._alert_rules = tuple(i for i, r in enumerate(self._rules) if r.alert)
         self._starts = tuple((r, r.steps[0].kind, r.steps[0].bit) for r in self._rules)
+        self._withins = tuple(r.within for r in self._rules)
         self._span = 2 * compiled.max_within  # buffer: what an out-of-order event's past needs
         self._profiles = compiled.uses_profile_changes
         horizon = self._span
@@ -156,6 +157,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         max_time, wm = part.max_time, part.watermark
         mask_of = self.rules.mask
         feature_rules, alert_rules = self._feature_rules, self._alert_rules
+        bucket_ms = self._bucket_ms
         rows: list[tuple[Any, ...] | None] = []
         matches: list[PatternMatch] = []
         for index, (tx, row) in enumerate(zip(transactions, card_rows, strict=True)):
@@ -186,7 +188,8 @@ class PatternEngine(KeyedEngine[PatternState]):
                 extra.append(c)
             if t > st.last:
                 st.last = t
-                self._rebucket(part, key, st)
+                if t // bucket_ms != st.bucket:
+                    self._rebucket(part, key, st)
             touched.add(key)
             rows.append((*row, *extra))
             for r in alert_rules:
@@ -289,16 +292,18 @@ class PatternEngine(KeyedEngine[PatternState]):
             del times[:k]
             del st.events[:k]
         empty = not times and st.profile is None
-        for r, rule in enumerate(self._rules):
-            oldest = watermark - rule.within
-            runs = st.runs[r]
+        all_runs, all_done = st.runs, st.done
+        for r, within in enumerate(self._withins):
+            oldest = watermark - within
+            runs = all_runs[r]
             if runs:
-                st.runs[r] = runs = [run for run in runs if run[2] >= oldest]
-            done = st.done[r]
-            if done:
-                j = bisect_right(done, oldest)
-                if j:
-                    del done[:j]
+                for run in runs:  # usually none is too old: copy the list only when one is
+                    if run[2] < oldest:
+                        all_runs[r] = runs = [run for run in runs if run[2] >= oldest]
+                        break
+            done = all_done[r]
+            if done and done[0] <= oldest:
+                del done[: bisect_right(done, oldest)]
             if runs or done:
                 empty = False
         return empty
