@@ -1,19 +1,15 @@
-"""Kafka clients for the consumer actors, built from settings, and the batched output path.
+"""Kafka clients for the consumer actors, built from settings.
 
-Per-record ``producer.send()`` costs tens of microseconds of Python; appending to a record batch
-costs about half a microsecond. The ``Outbox`` collects a micro-batch's output records per
-destination partition into aiokafka batch builders and hands each over with one ``send_batch``.
+The batched output path (``Outbox``, ``KeyPartitioner``) lives in ``rtml.kafka_batches``: the
+producers' sink writes through it too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import defaultdict
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from aiokafka.producer import sender as aiokafka_sender
 
 from rtml.settings import Settings
@@ -128,65 +124,3 @@ def set_txn_retry_backoff(milliseconds: float) -> None:
             "changed its transaction retry; review consumers/kafka_io.set_txn_retry_backoff"
         )
     aiokafka_sender.BACKOFF_OVERRIDE = milliseconds / 1000
-
-
-class KeyPartitioner:
-    """Kafka's default partitioner (murmur2 of the key), with a bounded memo per key."""
-
-    def __init__(self, max_entries: int = 500_000) -> None:
-        self._memo: dict[tuple[bytes, int], int] = {}
-        self._max_entries = max_entries
-
-    def __call__(self, key: bytes, partitions: int) -> int:
-        memo_key = (key, partitions)
-        partition = self._memo.get(memo_key)
-        if partition is None:
-            partition = (murmur2(key) & 0x7FFFFFFF) % partitions
-            if len(self._memo) >= self._max_entries:
-                self._memo.clear()
-            self._memo[memo_key] = partition
-        return partition
-
-
-class Outbox:
-    """A micro-batch's output records, grouped per destination topic-partition."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
-        self._builders: dict[tuple[str, int], list[Any]] = defaultdict(list)
-        self.count = 0
-
-    def add(
-        self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int
-    ) -> None:
-        builders = self._builders[(topic, partition)]
-        if (
-            builders
-            and builders[-1].append(timestamp=timestamp_ms, key=key, value=value) is not None
-        ):
-            self.count += 1
-            return
-        builder = self._producer.create_batch()
-        if builder.append(timestamp=timestamp_ms, key=key, value=value) is None:
-            raise ValueError(f"record for {topic}[{partition}] exceeds {MAX_BATCH_BYTES} bytes")
-        builders.append(builder)
-        self.count += 1
-
-    async def hand_over(self) -> list[asyncio.Future[Any]]:
-        """Hand every batch to the producer; returns their delivery futures.
-
-        The batches are closed first: complete, they go out at once instead of lingering
-        (``linger_ms``) for records that will never come."""
-        futures = []
-        for (topic, partition), builders in self._builders.items():
-            for builder in builders:
-                builder.close()
-                futures.append(await self._producer.send_batch(builder, topic, partition=partition))
-        self._builders.clear()
-        return futures
-
-    async def send(self) -> None:
-        """Hand every batch to the producer and wait until the broker acknowledged them all."""
-        futures = await self.hand_over()
-        if futures:
-            await asyncio.gather(*futures)

@@ -27,7 +27,8 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.kafka_io import KeyPartitioner, Outbox, make_consumer, make_producer, start_client
+from consumers.kafka_io import make_consumer, make_producer, start_client
+from rtml.kafka_batches import KeyPartitioner, Outbox
 from rtml.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,13 @@
 """Sends records to Kafka with one idempotent aiokafka producer, without waiting per record.
 
-``send()`` hands a batch of records to the producer's accumulator (``await producer.send`` only
-waits for buffer space) and registers a callback on each delivery future that counts it as
-delivered or failed; nothing awaits a single record's delivery. Batching happens in the producer:
-``linger_ms`` and ``max_batch_size`` per partition. ``close()`` flushes and waits for every
-delivery. Connection problems become ``ServiceUnavailable`` with one sentence.
+``send()`` partitions its records as Kafka's default partitioner does (murmur2 of the key), puts
+them into record batches per topic-partition (``rtml.kafka_batches.Outbox``) and hands each
+batch to the producer at once; a callback on each batch's delivery future counts its records as
+delivered or failed, and nothing awaits a delivery. Per-record ``producer.send()`` cost ~27 us
+of Python per record, the batches a few: at 20,000 records/s the generator of the e2e bench
+took 0.7 of the machine's 2 cores. ``close()`` flushes and waits for every delivery. The
+partition counts are read once, at ``start()``. Connection problems become
+``ServiceUnavailable`` with one sentence.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from contracts.codec import encode
+from contracts.codec import encode, now_ms
 from contracts.events import FraudLabel
 from producers.fraud_scenarios import FraudLabel as GroundTruth
 from producers.records import Record, Stream, topic_names
 from rtml.errors import ServiceUnavailable
+from rtml.kafka_batches import KeyPartitioner, Outbox
 from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,8 +68,8 @@ class KafkaSink:
             "compression_type": compression_type,
         }
         self._producer: AIOKafkaProducer | None = None
-        # One delivery callback per topic, made once: no allocation per record.
-        self._callbacks = {topic: partial(self._on_delivery, topic) for topic in self.all_topics}
+        self._partitions: dict[str, int] = {}  # partition count per topic, read at start()
+        self._partitioner = KeyPartitioner()
 
     async def start(self) -> None:
         servers = self.settings.kafka_bootstrap_servers
@@ -79,7 +83,7 @@ class KafkaSink:
             ) from exc
         for topic in self.all_topics:
             try:
-                await self._producer.partitions_for(topic)
+                self._partitions[topic] = len(await self._producer.partitions_for(topic))
             except KafkaError as exc:  # unknown topic, or no metadata in time
                 await self._abort()
                 raise ServiceUnavailable(
@@ -92,31 +96,37 @@ class KafkaSink:
             await producer.stop()
 
     async def send(self, records: Sequence[Record]) -> None:
-        """Hand ``records`` (and their labels, if enabled) to the producer, in order."""
+        """Hand ``records`` (and their labels, if enabled) to the producer, in order per
+        partition, stamped with the time of this call."""
         assert self._producer is not None, "start() the sink first"
-        send, topics, labels_topic = self._producer.send, self.topics, self.labels_topic
-        sent, callbacks = self.stats.sent, self._callbacks
+        topics, labels_topic = self.topics, self.labels_topic
+        partitions, partition_of = self._partitions, self._partitioner
+        outbox = Outbox(self._producer)
+        timestamp = now_ms()
+        for record in records:
+            topic = topics[record.stream]
+            key = record.key.encode()
+            outbox.add(topic, partition_of(key, partitions[topic]), key, record.value, timestamp)
+            if labels_topic is not None and record.label is not None:
+                decision = label_decision(record.label)
+                merchant = decision.merchant_id.encode()
+                partition = partition_of(merchant, partitions[labels_topic])
+                outbox.add(labels_topic, partition, merchant, encode(decision), timestamp)
         try:
-            for record in records:
-                topic = topics[record.stream]
-                key = record.key.encode()
-                future = await send(topic, record.value, key)
-                future.add_done_callback(callbacks[topic])
-                sent[topic] += 1
-                if labels_topic is not None and record.label is not None:
-                    decision = label_decision(record.label)
-                    merchant = decision.merchant_id.encode()
-                    future = await send(labels_topic, encode(decision), merchant)
-                    future.add_done_callback(callbacks[labels_topic])
-                    sent[labels_topic] += 1
+            await outbox.hand_over()
         except KafkaError as exc:
             raise ServiceUnavailable("kafka", f"sending failed: {exc}") from exc
+        finally:
+            sent = self.stats.sent
+            for topic, count, future in outbox.handed:
+                sent[topic] += count
+                future.add_done_callback(partial(self._on_delivery, topic, count))
 
-    def _on_delivery(self, topic: str, future: asyncio.Future) -> None:
+    def _on_delivery(self, topic: str, count: int, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is None:
-            self.stats.delivered[topic] += 1
+            self.stats.delivered[topic] += count
             return
-        self.stats.failed[topic] += 1
+        self.stats.failed[topic] += count
         if self.stats.first_error is None:
             exc = None if future.cancelled() else future.exception()
             self.stats.first_error = (

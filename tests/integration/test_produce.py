@@ -12,6 +12,7 @@ from aiokafka import ConsumerRecord
 
 from contracts.codec import EventDecoder, now_ms
 from contracts.events import FraudLabel, Transaction, UserEvent, UserProfile
+from features.partitioner import partition_for_key
 from infra import processes
 from producers.config import GeneratorConfig
 from producers.pacing import PacingSchedule
@@ -86,6 +87,12 @@ async def test_live_produce_round_trip(
     assert len(lines) >= 2
 
     expected = _expected_defects()
+    topic_specs = settings.rtml_topics
+    partition_counts = {
+        Stream.TRANSACTIONS: topic_specs.transactions.partitions,
+        Stream.USER_EVENTS: topic_specs.user_events.partitions,
+        Stream.USER_PROFILES: topic_specs.user_profiles.partitions,
+    }
     transaction_ids = set()
     for stream, topic in names.items():
         records = await read_topic(topic)
@@ -104,6 +111,8 @@ async def test_live_produce_round_trip(
             got[(stream, None)] += 1
             key = event.card_id if stream is Stream.TRANSACTIONS else event.user_id
             assert record.key == key.encode()
+            # Batched per partition by the sink, on the partition Kafka's partitioner gives.
+            assert record.partition == partition_for_key(record.key, partition_counts[stream])
             time = event.updated_at if stream is Stream.USER_PROFILES else event.event_time
             assert started - 3 * CONFIG.allowed_lateness_ms <= time <= now_ms()
             if stream is Stream.TRANSACTIONS:
