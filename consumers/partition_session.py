@@ -7,12 +7,21 @@ An actor that owns input partition p holds a ``PartitionSession`` for it:
   waits for that zombie's open transaction to be aborted or completed (aiokafka's
   ``send_offsets_to_transaction`` takes only a group id, so per-partition ids are how we fence);
 - the partition's keyed state, restored from partition p of a compacted changelog topic;
-- the input offset to resume from, read from the group's committed offsets *after* fencing.
+- the input offset to resume from: the offset record of that changelog (read after fencing),
+  or the group's committed offset when the changelog has none or is behind it.
 
 Each micro-batch's outputs, its changelog records (the new state of every key it touched) and
-the input offsets are written in one Kafka transaction. After a crash the new owner restores
-the state as of the last committed transaction and resumes at the matching offset: every event
-counts exactly once in the state, and a read_committed reader sees each output exactly once.
+the input offset it covers (an offset record in the changelog) are written in one Kafka
+transaction. After a crash the new owner restores the state as of the last committed
+transaction and resumes at the offset committed with it: every event counts exactly once in the
+state, and a read_committed reader sees each output exactly once.
+
+Why the offset is a changelog record and not a transactional offset commit: the offset commit
+costs a transaction two more requests (AddOffsetsToTxn, TxnOffsetCommit), about 40% of
+aiokafka's CPU per transaction, and one more partition to mark at its end. The consumer group's
+committed offset (what lag monitoring and ``rtml status`` read) is then advisory: the runner
+commits it every ``rtml_group_offset_commit_interval_s`` and when it stops, never ahead of a
+committed transaction. A stateless pipeline (no changelog) sends its offsets to the transaction.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Changelog key of the input offset the state covers (at-least-once mode only).
+# Changelog key of the input offset the state covers: the next offset to process.
 OFFSET_KEY = b"\x00offset"
 RESTORE_SLICE_KEYS = 2_000  # keys restored between two turns of the event loop
 
@@ -83,6 +92,7 @@ class PartitionSession:
     restore_seconds: float = 0.0
     batches: int = 0
     records: int = 0
+    group_offset: int | None = None  # the offset last committed to the consumer group
     _partitioner: KeyPartitioner = field(default_factory=KeyPartitioner)
     _pending: _Snapshot | None = None
 
@@ -115,8 +125,10 @@ class PartitionSession:
             raise
         next_offset = committed if committed is not None else await _earliest(consumer, tp)
         if state_offset is not None and state_offset > next_offset:
-            # At-least-once: the state was saved after the outputs and before the offset
-            # commit; it already holds the records up to state_offset, whose outputs exist.
+            # The state holds the records up to state_offset, and their outputs exist: exactly
+            # once, they were committed in the same transaction (the group offset is advisory
+            # and lags); at least once, the state was saved after the outputs and before the
+            # offset commit.
             next_offset = state_offset
         consumer.seek(tp, next_offset)
         session = cls(
@@ -129,6 +141,7 @@ class PartitionSession:
             exactly_once=exactly_once,
             restored_keys=restored,
             restore_seconds=time.monotonic() - started,
+            group_offset=committed,
         )
         log.info(
             "partition %s ready: %d keys restored in %.2fs, resuming at offset %d",
@@ -170,16 +183,27 @@ class PartitionSession:
         async with self.producer.transaction():
             outbox = Outbox(self.producer)
             self._add_outputs(outbox, snap)
-            self._add_changelog(outbox, snap, None)
-            # The offsets join the transaction while the records are in flight (one round trip
-            # less); both must succeed before the commit.
-            delivered = await outbox.hand_over()
-            await asyncio.gather(
-                *delivered,
-                self.producer.send_offsets_to_transaction({self.tp: snap.next_offset}, group_id),
-            )
+            if self.changelog_topic is not None:
+                # The offset is a changelog record of this transaction (module docstring).
+                self._add_changelog(outbox, snap, snap.next_offset)
+                await asyncio.gather(*await outbox.hand_over())
+            else:
+                # The offsets join the transaction while the records are in flight (one round
+                # trip less); both must succeed before the commit.
+                delivered = await outbox.hand_over()
+                await asyncio.gather(
+                    *delivered,
+                    self.producer.send_offsets_to_transaction(
+                        {self.tp: snap.next_offset}, group_id
+                    ),
+                )
+                self.group_offset = snap.next_offset
         self.next_offset = snap.next_offset
         self.batches += 1
+
+    def group_offset_due(self) -> int | None:
+        """The offset to commit to the consumer group (advisory), or None when it has it."""
+        return None if self.group_offset == self.next_offset else self.next_offset
 
     async def commit(
         self,
@@ -200,7 +224,7 @@ class PartitionSession:
         self._add_changelog(outbox, snap, snap.next_offset)
         await outbox.send()
         await self.consumer.commit({self.tp: snap.next_offset})
-        self.next_offset = snap.next_offset
+        self.next_offset = self.group_offset = snap.next_offset
         self.batches += 1
 
     def _add_outputs(self, outbox: Outbox, snap: _Snapshot) -> None:

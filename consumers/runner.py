@@ -35,6 +35,12 @@ committed before the previous one, so a slow downstream stage slows consumption 
 filling memory; the fetcher's buffer is bounded by ``fetch_max_bytes``. Lag grows in Kafka,
 where it is cheap and visible.
 
+Group offsets: exactly once with keyed state, the offset a batch covers is committed in its
+changelog transaction (``partition_session``); the consumer group's committed offsets, which
+lag monitoring reads, are advisory. The loop commits them every
+``rtml_group_offset_commit_interval_s`` in the background (one OffsetCommit for all its
+partitions) and once more when it stops; a failed one is retried at the next interval.
+
 Failures: a batch that cannot be committed (broker down, fenced, Redis down) is aborted, every
 owned partition is reopened from its changelog and committed offset, and the loop retries with
 backoff. The in-memory state is never trusted past a failed commit.
@@ -152,6 +158,8 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._listener_error: BaseException | None = None
         self._inflight: asyncio.Task[None] | None = None  # the previous batch's commit
+        self._advice: asyncio.Task[None] | None = None  # an advisory group offset commit
+        self._next_advice = 0.0
         # Prefetched records, per partition, with the session they were taken under.
         self._carry: dict[TopicPartition, tuple[PartitionSession, list[ConsumerRecord]]] = {}
         self._carried = 0
@@ -217,6 +225,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
         finally:
             async with self._lock:
                 await self._settle_commits(raise_errors=False)
+                await self._advise_group_offsets(consumer, final=True)
                 await self._close_sessions(list(self._sessions))
             await consumer.stop()  # leaves the group: the others take over at once
             await pipeline.stop()
@@ -254,6 +263,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 if self._inflight is not None and self._inflight.done():
                     await self._settle_commits()  # an idle loop still learns of a failed commit
                 self._update_lag(consumer)
+                await self._advise_group_offsets(consumer)
                 return
             batch_stats: BatchStats | None = getattr(self._pipeline, "batch_stats", None)
             if batch_stats is not None:
@@ -272,6 +282,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     await asyncio.wait([prefetch])
                     end_cancelled_fetches(consumer)  # the prefetch's getmany, if it waited
             self._collect_garbage()
+        await self._advise_group_offsets(consumer)
 
     async def _process_and_commit(
         self,
@@ -384,6 +395,50 @@ class ConsumerRunner(ConsumerRebalanceListener):
             if raise_errors:
                 raise
             log.warning("the last batch's commit failed while closing", exc_info=True)
+
+    async def _advise_group_offsets(
+        self, consumer: AIOKafkaConsumer, *, final: bool = False
+    ) -> None:
+        """Commit the sessions' offsets to the consumer group when the interval has passed
+        (in a background task), or now and waiting for it (``final``: the member stops).
+
+        Advisory: the changelog transactions hold the offsets a restart resumes from; these
+        are what lag monitoring reads. Never ahead of a committed transaction."""
+        if self._advice is not None:
+            if not (final or self._advice.done()):
+                return
+            await asyncio.wait([self._advice])
+            self._advice = None
+        now = time.monotonic()
+        if not final and now < self._next_advice:
+            return
+        self._next_advice = now + self._settings.rtml_group_offset_commit_interval_s
+        assigned = consumer.assignment()
+        due = [
+            (s, offset)
+            for s in self._sessions.values()
+            if (offset := s.group_offset_due()) is not None and s.tp in assigned
+        ]
+        if not due:
+            return
+        commit = self._commit_group_offsets(consumer, due)
+        if final:
+            await commit
+        else:
+            self._advice = asyncio.create_task(commit)
+
+    async def _commit_group_offsets(
+        self, consumer: AIOKafkaConsumer, due: list[tuple[PartitionSession, int]]
+    ) -> None:
+        try:
+            await asyncio.wait_for(consumer.commit({s.tp: offset for s, offset in due}), 10.0)
+        except (KafkaError, TimeoutError) as exc:
+            # A rebalance or an unreachable coordinator: the next interval tries again, and the
+            # partitions' next owners resume from their changelogs whatever the group holds.
+            log.info("advisory group offset commit failed (%s); retrying later", exc)
+            return
+        for session, offset in due:
+            session.group_offset = offset
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for partition, session in self._sessions.items():

@@ -252,6 +252,11 @@ class Settings(BaseSettings):
     # broker with transactions). at_least_once: for brokers without them; a crash may repeat
     # outputs, as identical duplicates.
     rtml_delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # Exactly once with keyed state, the input offset a batch covers travels in its changelog
+    # transaction (the truth a restarted partition resumes from); the consumer group's
+    # committed offset, which lag monitoring reads, is then advisory and committed this often
+    # (and when a member stops). Seconds.
+    rtml_group_offset_commit_interval_s: float = Field(default=1.0, gt=0.0, le=300.0)
     # Commit a batch while the next one is polled and processed (a record waits about
     # max(process, commit) per cycle instead of their sum, given a spare core); false (the
     # default): commit before the next poll. On 2 shared cores overlapping was slower (the two
