@@ -16,8 +16,9 @@ from collections import Counter
 import msgspec
 import pytest
 import ray
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.environment import OffsetReader
 from consumers.actors import ConsumerGroup
 from consumers.pipelines import GROUP_IDS
 from consumers.pipelines.fraud_features import FeatureRow, FraudFeaturesPipeline
@@ -289,32 +290,12 @@ async def test_killed_actor_restores_state_and_resumes(
         await wait_for(caught_up, 60, "every partition to be processed to its end")
         group.stop()
         # The members that stopped committed their offsets to the group: all of the input.
-        assert await group_offsets(settings, GROUP_IDS["fraud"]) == await end_offsets(settings)
+        async with OffsetReader(settings) as offsets:
+            topic = topics.transactions.name
+            committed = await offsets.committed(GROUP_IDS["fraud"], topic)
+            assert committed == await offsets.end_offsets(topic, PARTITIONS)
     finally:
         group.stop()
-
-
-async def group_offsets(settings: Settings, group_id: str) -> dict[int, int]:
-    topic = settings.rtml_topics.transactions.name
-    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=group_id)
-    await consumer.start()
-    try:
-        return {
-            p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(PARTITIONS)
-        }
-    finally:
-        await consumer.stop()
-
-
-async def end_offsets(settings: Settings) -> dict[int, int]:
-    topic = settings.rtml_topics.transactions.name
-    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        return {tp.partition: offset for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
 
 
 async def test_a_restore_longer_than_the_session_timeout_does_not_lock_the_member_out(
