@@ -42,7 +42,7 @@ lag monitoring reads, are advisory. The loop commits them every
 partitions) and once more when it stops; a failed one is retried at the next interval.
 
 Failures: a batch that cannot be committed (broker down, fenced, Redis down) is aborted, every
-owned partition is reopened from its changelog and committed offset, and the loop retries with
+owned partition is reopened from its changelog (state and offset), and the loop retries with
 backoff. The in-memory state is never trusted past a failed commit.
 """
 
