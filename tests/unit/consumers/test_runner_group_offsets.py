@@ -1,0 +1,97 @@
+"""The runner's advisory group offsets: the offsets a restart resumes from travel in the
+changelog transactions, so the consumer group's are committed in the background at most once
+per interval, for the assigned partitions whose offset moved, and once more when it stops; a
+failed commit is retried at the next interval."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from consumers.partition_session import PartitionSession
+from consumers.runner import ConsumerRunner
+from rtml.settings import Settings
+
+TOPIC = "transactions"
+
+
+class CommitterDouble:
+    """What the runner uses of the consumer here: its assignment and ``commit``."""
+
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = assigned
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.fail = False
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail:
+            raise CommitFailedError("rebalance in progress")
+        self.commits.append(dict(offsets))
+
+
+def session(partition: int, next_offset: int, group_offset: int | None) -> PartitionSession:
+    return PartitionSession(
+        tp=TopicPartition(TOPIC, partition),
+        producer=None,  # type: ignore[arg-type]
+        processor=None,  # type: ignore[arg-type]
+        next_offset=next_offset,
+        changelog_topic="changelog",
+        consumer=None,  # type: ignore[arg-type]
+        group_offset=group_offset,
+    )
+
+
+def runner(interval_s: float) -> ConsumerRunner:
+    pipeline = SimpleNamespace(group_id="g", input_topic=TOPIC, changelog_topic="changelog")
+    settings = Settings(rtml_group_offset_commit_interval_s=interval_s)
+    return ConsumerRunner(settings, pipeline)  # type: ignore[arg-type]
+
+
+async def settle(r: ConsumerRunner) -> None:
+    if r._advice is not None:
+        await asyncio.wait_for(r._advice, 5)
+
+
+async def test_commits_moved_offsets_of_assigned_partitions_once_per_interval() -> None:
+    r = runner(interval_s=300.0)
+    moved, unmoved, revoked = session(0, 40, 10), session(1, 7, 7), session(2, 9, None)
+    r._sessions = {0: moved, 1: unmoved, 2: revoked}
+    consumer: Any = CommitterDouble({moved.tp, unmoved.tp})
+
+    await r._advise_group_offsets(consumer)
+    await settle(r)
+    assert consumer.commits == [{moved.tp: 40}]
+    assert moved.group_offset == 40 and moved.group_offset_due() is None
+
+    moved.next_offset = 55  # a later batch committed: not before the interval has passed
+    await r._advise_group_offsets(consumer)
+    await settle(r)
+    assert consumer.commits == [{moved.tp: 40}]
+
+    await r._advise_group_offsets(consumer, final=True)  # the member stops: at once
+    assert consumer.commits == [{moved.tp: 40}, {moved.tp: 55}]
+
+
+async def test_a_failed_commit_is_retried_at_the_next_interval() -> None:
+    r = runner(interval_s=0.05)
+    s = session(0, 12, None)
+    r._sessions = {0: s}
+    consumer: Any = CommitterDouble({s.tp})
+    consumer.fail = True
+
+    await r._advise_group_offsets(consumer)
+    await settle(r)  # logged, not raised: the group's offsets are advisory
+    assert consumer.commits == [] and s.group_offset_due() == 12
+
+    consumer.fail = False
+    await asyncio.sleep(0.06)
+    await r._advise_group_offsets(consumer)
+    await settle(r)
+    assert consumer.commits == [{s.tp: 12}] and s.group_offset == 12
