@@ -266,8 +266,8 @@ async def restore_changelog(
     """Replay a changelog partition (read_committed, to its end) into ``processor``.
 
     Only the last record per key matters (it is compacted), so records are folded first and
-    each key is restored once. Returns the number of keys with state, and (at-least-once mode)
-    the input offset the state covers.
+    each key is restored once. Returns the number of keys with state, and the input offset the
+    state covers (None: the changelog has no offset record).
     """
     reader = await start_client(
         make_consumer(settings, group_id=None, read_committed=True, max_poll_records=10_000)
