@@ -50,7 +50,6 @@ class KafkaSink:
         settings: Settings,
         *,
         send_labels: bool = False,
-        linger_ms: int = 5,
         max_batch_size: int = 256 * 1024,
         compression_type: str | None = None,
     ) -> None:
@@ -62,7 +61,7 @@ class KafkaSink:
         self._options = {
             "acks": "all",
             "enable_idempotence": True,
-            "linger_ms": linger_ms,
+            # send() closes its batches: they go out at once, no linger_ms to wait for.
             "max_batch_size": max_batch_size,
             "max_request_size": max(1 << 20, 2 * settings.rtml_max_record_bytes),
             "compression_type": compression_type,
