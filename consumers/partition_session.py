@@ -201,6 +201,17 @@ class PartitionSession:
         self.next_offset = snap.next_offset
         self.batches += 1
 
+    async def commit_group_offset(self, group_id: str) -> None:
+        """Commit ``next_offset`` to the consumer group in a transaction of its own.
+
+        For a member that stops: a plain offset commit needs the member's current group
+        generation and fails while the group rebalances (another member left first); offsets
+        sent to a transaction need only the group id. Exactly once with a changelog only."""
+        offset = self.next_offset
+        async with self.producer.transaction():
+            await self.producer.send_offsets_to_transaction({self.tp: offset}, group_id)
+        self.group_offset = offset
+
     def group_offset_due(self) -> int | None:
         """The offset to commit to the consumer group (advisory), or None when it has it."""
         return None if self.group_offset == self.next_offset else self.next_offset

@@ -214,6 +214,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
             while not self._stopping.is_set():
                 try:
                     await self._poll_once(consumer)
+                    await self._advise_group_offsets(consumer)
                     backoff = 0.5
                 except (KafkaError, RtmlError, OSError) as exc:
                     self.stats.failures += 1
@@ -263,7 +264,6 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 if self._inflight is not None and self._inflight.done():
                     await self._settle_commits()  # an idle loop still learns of a failed commit
                 self._update_lag(consumer)
-                await self._advise_group_offsets(consumer)
                 return
             batch_stats: BatchStats | None = getattr(self._pipeline, "batch_stats", None)
             if batch_stats is not None:
@@ -282,7 +282,6 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     await asyncio.wait([prefetch])
                     end_cancelled_fetches(consumer)  # the prefetch's getmany, if it waited
             self._collect_garbage()
-        await self._advise_group_offsets(consumer)
 
     async def _process_and_commit(
         self,
@@ -400,7 +399,8 @@ class ConsumerRunner(ConsumerRebalanceListener):
         self, consumer: AIOKafkaConsumer, *, final: bool = False
     ) -> None:
         """Commit the sessions' offsets to the consumer group when the interval has passed
-        (in a background task), or now and waiting for it (``final``: the member stops).
+        (in a background task), or now through the sessions' transactional producers
+        (``final``: the member stops, maybe while the group rebalances).
 
         Advisory: the changelog transactions hold the offsets a restart resumes from; these
         are what lag monitoring reads. Never ahead of a committed transaction."""
@@ -421,11 +421,17 @@ class ConsumerRunner(ConsumerRebalanceListener):
         ]
         if not due:
             return
-        commit = self._commit_group_offsets(consumer, due)
         if final:
-            await commit
+            group = self._pipeline.group_id
+            results = await asyncio.gather(
+                *(asyncio.wait_for(s.commit_group_offset(group), 10.0) for s, _ in due),
+                return_exceptions=True,
+            )
+            for (session, _), result in zip(due, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.info("%s: final group offset commit failed (%s)", session.tp, result)
         else:
-            self._advice = asyncio.create_task(commit)
+            self._advice = asyncio.create_task(self._commit_group_offsets(consumer, due))
 
     async def _commit_group_offsets(
         self, consumer: AIOKafkaConsumer, due: list[tuple[PartitionSession, int]]

@@ -1,11 +1,14 @@
 """The runner's advisory group offsets: the offsets a restart resumes from travel in the
 changelog transactions, so the consumer group's are committed in the background at most once
-per interval, for the assigned partitions whose offset moved, and once more when it stops; a
-failed commit is retried at the next interval."""
+per interval, for the assigned partitions whose offset moved, and once more when it stops
+(through a transaction: it needs no group generation); a failed commit is retried at the next
+interval."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,10 +39,26 @@ class CommitterDouble:
         self.commits.append(dict(offsets))
 
 
+class TransactionsDouble:
+    """The session's transactional producer: offsets sent to a transaction, by group."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[dict[TopicPartition, int], str]] = []
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        yield
+
+    async def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_id: str
+    ) -> None:
+        self.sent.append((dict(offsets), group_id))
+
+
 def session(partition: int, next_offset: int, group_offset: int | None) -> PartitionSession:
     return PartitionSession(
         tp=TopicPartition(TOPIC, partition),
-        producer=None,  # type: ignore[arg-type]
+        producer=TransactionsDouble(),  # type: ignore[arg-type]
         processor=None,  # type: ignore[arg-type]
         next_offset=next_offset,
         changelog_topic="changelog",
@@ -75,8 +94,13 @@ async def test_commits_moved_offsets_of_assigned_partitions_once_per_interval() 
     await settle(r)
     assert consumer.commits == [{moved.tp: 40}]
 
-    await r._advise_group_offsets(consumer, final=True)  # the member stops: at once
-    assert consumer.commits == [{moved.tp: 40}, {moved.tp: 55}]
+    # The member stops: at once, in a transaction (no group generation needed: the group may
+    # be rebalancing because another member left first).
+    await r._advise_group_offsets(consumer, final=True)
+    assert consumer.commits == [{moved.tp: 40}]
+    assert moved.producer.sent == [({moved.tp: 55}, "g")]  # type: ignore[attr-defined]
+    assert moved.group_offset == 55
+    assert unmoved.producer.sent == revoked.producer.sent == []  # type: ignore[attr-defined]
 
 
 async def test_a_failed_commit_is_retried_at_the_next_interval() -> None:
