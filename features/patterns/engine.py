@@ -155,7 +155,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         n_rules = len(self._rules)
         lateness, span = self._lateness, self._span
         max_time, wm = part.max_time, part.watermark
-        mask_of = self.rules.mask
+        mask_of = self.rules.mask_function(TRANSACTION)
         feature_rules, alert_rules = self._feature_rules, self._alert_rules
         bucket_ms = self._bucket_ms
         rows: list[tuple[Any, ...] | None] = []
@@ -179,7 +179,7 @@ class PatternEngine(KeyedEngine[PatternState]):
                 profile = profiles.get(tx.user_id)
                 if profile is not None:
                     changed = self._observe(st, tx, profile, t, wm)
-            mask = mask_of(TRANSACTION, tx, row)
+            mask = mask_of(tx, row)
             done, completed = self._feed(st, t, TRANSACTION, mask, tx.event_id)
             extra: list[int] = []
             for r in feature_rules:
