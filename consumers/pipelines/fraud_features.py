@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -58,6 +58,30 @@ class FeatureRow(msgspec.Struct, frozen=True):
     event_time: int
     features: dict[str, float | None]
     computed_at: int
+
+
+# The writer's side of ``FeatureRow``: the features as a struct of the FRAUD columns instead of
+# a dict, built positionally from the engine's row. It encodes to the same JSON (the same keys
+# in the same order) at half the cost: no dict per row, field names encoded once per type.
+_FeatureValues = msgspec.defstruct(
+    "FraudFeatureValues", [(name, float | None) for name in FRAUD_FEATURE_NAMES], frozen=True
+)
+
+
+class _FeatureRowOut(msgspec.Struct, frozen=True):
+    event_id: str
+    card_id: str
+    event_time: int
+    features: msgspec.Struct  # a _FeatureValues
+    computed_at: int
+
+
+def feature_row_payload(
+    event_id: str, card_id: str, event_time: int, row: tuple[Any, ...], computed_at: int
+) -> bytes:
+    """The JSON of ``FeatureRow`` for a FRAUD row (its values in ``FRAUD_FEATURE_NAMES``
+    order); a row of another length raises TypeError."""
+    return encode(_FeatureRowOut(event_id, card_id, event_time, _FeatureValues(*row), computed_at))
 
 
 class FraudFeaturesPipeline:
@@ -209,10 +233,7 @@ class FraudFeaturesPipeline:
                     continue
                 if scoring:
                     pending.append(PendingScore(batch.partition, tx, row, source.timestamp, source))
-                features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
-                payload = encode(
-                    FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms)
-                )
+                payload = feature_row_payload(tx.event_id, tx.card_id, tx.event_time, row, now_ms)
                 known = newest.get(tx.card_id)
                 if known is None or known[1] <= tx.event_time:
                     newest[tx.card_id] = (tx.card_id, tx.event_time, payload)
