@@ -28,7 +28,7 @@ from bench.options import (
     with_overrides,
 )
 from bench.scenarios import SCENARIOS
-from rtml.arguments import non_negative_int, positive_float, positive_int
+from rtml.arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from rtml.settings import Settings
 
 DEFAULT_OUT = Path("docs/benchmarks")
@@ -46,7 +46,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes, 2 rounds: about 15 minutes on 2 cores"
+        "--quick",
+        action="store_true",
+        help="small sizes, 1 round: about 5 minutes on 2 cores (--repeats N for statistics)",
     )
     parser.add_argument(
         "--only",
@@ -82,6 +84,11 @@ def register(subparsers: Any) -> None:
     sizes.add_argument(
         "--load-seconds", type=positive_float, help="end-to-end: seconds at each fixed rate"
     )
+    sizes.add_argument(
+        "--load-warmup-seconds",
+        type=non_negative_float,
+        help="end-to-end: uncounted seconds at each rate before it is measured",
+    )
     sizes.add_argument("--memory-seconds", type=positive_float, help="live run length")
     sizes.add_argument("--memory-rate", type=positive_float, help="live records/s")
     sizes.add_argument("--memory-cards", type=positive_int, help="distinct cards of the memory run")
@@ -107,6 +114,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         actors=args.actors,
         loads=args.loads,
         load_seconds=args.load_seconds,
+        load_warmup_seconds=args.load_warmup_seconds,
         memory_seconds=args.memory_seconds,
         memory_rate=args.memory_rate,
         memory_cards=args.memory_cards,
@@ -143,6 +151,7 @@ def canonical_command(options: BenchOptions) -> str:
         "--actors", ",".join(map(str, s.actors)),
         "--loads", ",".join(f"{rate:g}" for rate in s.loads),
         "--load-seconds", f"{s.load_seconds:g}",
+        "--load-warmup-seconds", f"{s.load_warmup_seconds:g}",
         "--memory-seconds", f"{s.memory_seconds:g}",
         "--memory-rate", f"{s.memory_rate:g}",
         "--memory-cards", str(s.memory_cards),

@@ -27,7 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is; ``quick`` takes about 15 minutes, ``full`` ~40."""
+    """How big each scenario is; ``quick`` takes about 5 minutes, ``full`` ~40."""
 
     repeats: int
     transactions: int  # pre-produced for the throughput scenarios
@@ -38,23 +38,27 @@ class Sizes:
     profile_records: int  # records processed under cProfile (0: no profile)
     actors: tuple[int, ...] = (1, 2)
     loads: tuple[float, ...] = (1_000.0, 2_000.0, 5_000.0, 20_000.0)  # e2e fixed rates, tx/s
-    load_seconds: float = 15.0  # e2e: how long each fixed load runs
+    load_seconds: float = 15.0  # e2e: how long each fixed load runs (and the HTTP loads)
+    # e2e: uncounted seconds at the load's rate before it (the broker's JIT, the actors' caches)
+    load_warmup_seconds: float = 10.0
     # The scaling curve (bench/scenarios/scaling.py): actors x input partitions.
     scaling_actors: tuple[int, ...] = (1, 2, 4)
     scaling_partitions: tuple[int, ...] = (4, 8)
 
 
-# Quick: every scenario, 2 rounds, in about 15 minutes on 2 cores (fewer records and shorter
-# loads; the scaling curve over 8 partitions only).
+# Quick: every scenario once, in about 5 minutes on 2 cores (fewer records, shorter loads and
+# warm-ups, the scaling curve over 8 partitions only): a look at everything, not statistics.
+# For medians and spreads give --repeats (each round adds about 4 minutes) or run the full run.
 QUICK = Sizes(
-    repeats=2,
+    repeats=1,
     transactions=200_000,
     users=130_000,
     memory_seconds=30.0,
     memory_rate=4_000.0,
     memory_cards=50_000,
     profile_records=50_000,
-    load_seconds=10.0,
+    load_seconds=8.0,
+    load_warmup_seconds=5.0,
     scaling_partitions=(8,),
 )
 FULL = Sizes(
@@ -101,6 +105,10 @@ class BenchOptions:
             raise ConfigError(f"--memory-rate must be positive, got {s.memory_rate:g}")
         if not s.load_seconds >= 5:
             raise ConfigError(f"--load-seconds must be at least 5, got {s.load_seconds:g}")
+        if not 0 <= s.load_warmup_seconds <= 600:
+            raise ConfigError(
+                f"--load-warmup-seconds must be between 0 and 600, got {s.load_warmup_seconds:g}"
+            )
         if s.profile_records < 0:
             raise ConfigError(f"--profile-records must be >= 0, got {s.profile_records}")
         if not s.actors or any(n < 1 or n > self.partitions for n in s.actors):

@@ -15,8 +15,8 @@ costs; its scores mean nothing. Every deployment has exactly ``replicas`` replic
 autoscaling: a replica that appears mid-run would change what a round measures). The HTTP proxy
 listens on a free port.
 
-``bench_app`` registers its shutdown with ``ctx.on_close``: the runner deletes the app at the
-end of the run, and shuts Serve down when the bench started Ray itself.
+``bench_app`` registers its shutdown with ``ctx.on_close``: at the end of the run the app goes
+with the bench's own Ray (``ray.shutdown()``), or is deleted on a shared one.
 """
 
 from __future__ import annotations
@@ -151,13 +151,15 @@ def deploy_app(
 
 
 def shutdown_app(app: BenchApp, *, stop_serve: bool) -> None:
-    """Delete the app; with ``stop_serve`` also Serve's controller and proxy (the bench's own
-    Ray; on a shared Ray, other Serve apps may be running)."""
+    """Delete the app on a shared Ray (other Serve apps may be running there). On the bench's
+    own Ray (``stop_serve``) there is nothing to do: the run ends with ``ray.shutdown()``, which
+    stops the app with every other actor, while ``serve.delete`` waited ~30 s for the replicas'
+    graceful shutdown."""
+    if stop_serve:
+        return
     from ray import serve
 
     serve.delete(app.name)
-    if stop_serve:
-        serve.shutdown()
 
 
 def _free_port() -> int:

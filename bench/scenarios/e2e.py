@@ -12,7 +12,7 @@ per poll batch, through the bench's Serve app: ``bench.serving``), exactly once.
   Kafka timestamp (``ingested_at``): **produced** (``scored_at``: the score record handed to
   the producer, the issue's definition) and **visible** (when the reader got it: the
   transaction committed and fetched, what a downstream consumer sees). A load runs
-  ``WARMUP_S`` seconds longer than ``load_seconds``; the warm-up is not counted (a broker
+  ``load_warmup_seconds`` longer than ``load_seconds``; the warm-up is not counted (a broker
   started minutes earlier still spends a core compiling: measured p99 drops by a third from
   the first load to the second). The sample's value is the visible p99.
   A load is *sustained* when, at the end of it, the group is less than ``BOUNDED_S`` seconds
@@ -44,7 +44,6 @@ from consumers.kafka_io import make_consumer
 from producers.runner import produce_live, produce_profiles
 
 ACTORS = 2
-WARMUP_S = 10.0  # of each load, not counted: the broker's JIT and the actors' caches warm up
 BOUNDED_S = 2.0  # lag at the end of a load, in seconds of its traffic
 DRAIN_S = 10.0
 LATENCY_TARGET_MS = 50.0
@@ -187,6 +186,7 @@ async def _measure_load(
     ctx: BenchContext, round_: int, rate: float, case: str, settings: Any, group: Any
 ) -> Sample:
     seconds = ctx.options.sizes.load_seconds
+    warmup = ctx.options.sizes.load_warmup_seconds
     scores = ScoreReader(settings)
     await scores.start()
     lag_points: list[tuple[float, int]] = []
@@ -203,11 +203,11 @@ async def _measure_load(
     # The profile table exists before the traffic: the load's rate is all transactions.
     await produce_profiles(settings, config)
     sampler = asyncio.create_task(sample_lag())
-    warmed = asyncio.create_task(_after_warmup(group))
+    warmed = asyncio.create_task(_after_warmup(group, warmup))
     try:
-        scores.count_from = time.time() * 1000 + WARMUP_S * 1000
+        scores.count_from = time.time() * 1000 + warmup * 1000
         summary = await produce_live(
-            settings, config, rate=rate, duration_s=WARMUP_S + seconds, announce_profiles=False
+            settings, config, rate=rate, duration_s=warmup + seconds, announce_profiles=False
         )
         before = await warmed
         end_lag = lag_points[-1][1] if lag_points else 0
@@ -256,9 +256,9 @@ async def _measure_load(
     return Sample(round_, details["visible_p99_ms"], details)
 
 
-async def _after_warmup(group: Any) -> list[dict[str, Any]]:
+async def _after_warmup(group: Any, seconds: float) -> list[dict[str, Any]]:
     """The group's stats once the load's warm-up is over: the phases count from there."""
-    await asyncio.sleep(WARMUP_S)
+    await asyncio.sleep(seconds)
     return await asyncio.to_thread(group.stats)
 
 

@@ -59,6 +59,7 @@ def test_the_recorded_command_repeats_the_run() -> None:
         ["--transactions", "-5"],
         ["--memory-rate", "0"],
         ["--profile-records", "-1"],
+        ["--load-warmup-seconds", "-1"],
         ["--seed", "x"],
     ],
 )
@@ -80,6 +81,7 @@ def test_bad_values_are_argument_errors(
         (["--actors", "one"], "--actors expects comma-separated whole numbers"),
         (["--transactions", "10"], "--transactions must be a whole number >= 1000, got 10"),
         (["--memory-seconds", "1"], "--memory-seconds must be at least 5, got 1"),
+        (["--load-warmup-seconds", "601"], "--load-warmup-seconds must be between 0 and 600"),
         (["--redis-port", "39092"], "the ports must differ"),
         (["--kafka-port", "80"], "--kafka-port must be between 1024 and 65535, got 80"),
         (["--name", "../x"], "--name must be letters, digits"),
