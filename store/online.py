@@ -23,10 +23,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from rtml.errors import ServiceUnavailable
 from rtml.settings import Settings
@@ -137,30 +139,35 @@ class OnlineStore:
         if not rows:
             return 0
         written_at = str(time.time_ns() // 1_000_000)
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                if not guarded:
+        if not guarded:
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
                     for entity, event_time, payload in rows:
                         key = self.key(group, entity)
                         pipe.hset(key, mapping={"v": payload, "t": event_time, "w": written_at})
                         pipe.pexpire(key, self._ttl_ms)
                     await pipe.execute()
-                    return len(rows)
-                prefix = f"{self._namespace}:{group}:"
-                for start in range(0, len(rows), CHUNK):
-                    chunk = rows[start : start + CHUNK]
-                    keys = [(prefix + entity).encode() for entity, _, _ in chunk]
-                    parts: list[bytes] = []
-                    lengths: list[int] = []
-                    for _, event_time, payload in chunk:
-                        t = b"%d" % event_time
-                        parts.append(t)
-                        parts.append(payload)
-                        lengths.append(len(t))
-                        lengths.append(len(payload))
-                    args = [self._ttl_ms, written_at, _packer.encode(lengths), b"".join(parts)]
-                    await self._write(keys=keys, args=args, client=pipe)
-                results = await pipe.execute()
+            except RedisError as exc:
+                raise ServiceUnavailable("redis", f"online store write failed: {exc}") from exc
+            return len(rows)
+        prefix = f"{self._namespace}:{group}:"
+        calls: list[tuple[list[bytes], list[object]]] = []
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            keys = [(prefix + entity).encode() for entity, _, _ in chunk]
+            parts: list[bytes] = []
+            lengths: list[int] = []
+            for _, event_time, payload in chunk:
+                t = b"%d" % event_time
+                parts.append(t)
+                parts.append(payload)
+                lengths.append(len(t))
+                lengths.append(len(payload))
+            calls.append(
+                (keys, [self._ttl_ms, written_at, _packer.encode(lengths), b"".join(parts)])
+            )
+        try:
+            results = await self._run_script(self._write, calls)
         except RedisError as exc:
             raise ServiceUnavailable("redis", f"online store write failed: {exc}") from exc
         return int(sum(results))
@@ -169,19 +176,38 @@ class OnlineStore:
         """Delete (entity, as_of_event_time) rows unless a newer row is stored."""
         if not rows:
             return 0
+        calls: list[tuple[list[bytes], list[object]]] = []
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start : start + CHUNK]
+            keys = [self.key(group, entity).encode() for entity, _ in chunk]
+            calls.append((keys, [event_time for _, event_time in chunk]))
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(rows), CHUNK):
-                    chunk = rows[start : start + CHUNK]
-                    await self._delete(
-                        keys=[self.key(group, entity) for entity, _ in chunk],
-                        args=[event_time for _, event_time in chunk],
-                        client=pipe,
-                    )
-                results = await pipe.execute()
+            results = await self._run_script(self._delete, calls)
         except RedisError as exc:
             raise ServiceUnavailable("redis", f"online store delete failed: {exc}") from exc
         return int(sum(results))
+
+    async def _run_script(
+        self, script: AsyncScript, calls: Sequence[tuple[list[bytes], list[object]]]
+    ) -> list[Any]:
+        """EVALSHA ``script`` once per (keys, args) call, in one pipelined round trip.
+
+        redis-py's own way (a ``Script`` called on a pipeline) first asks ``SCRIPT EXISTS`` in
+        a round trip of its own on every execute; here the script is loaded once, and again
+        only when Redis answers NOSCRIPT (it restarted or its script cache was flushed): the
+        calls are then repeated, which the scripts make harmless (guarded writes and deletes).
+        """
+        for attempt in range(2):
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                script.sha = await self._client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     async def read(self, group: str, entities: Sequence[str]) -> list[Row | None]:
         """The stored rows of ``entities`` in order (None where absent), in one round trip."""

@@ -80,3 +80,17 @@ async def test_unguarded_writes_keep_the_last_one(
     await store.write("profile", [("u1", 10, b"second")], guarded=False)
     (row,) = await store.read("profile", ["u1"])
     assert row is not None and (row.payload, row.event_time) == (b"second", 10)
+
+
+async def test_writes_survive_a_flushed_script_cache(
+    redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """A restarted Redis forgets its scripts: the store reloads them (NOSCRIPT) and goes on."""
+    store = _store(redis_client, redis_prefix)
+    assert await store.write("fraud", [("c1", 1, b"a")]) == 1
+    await redis_client.script_flush()
+    assert await store.write("fraud", [("c1", 2, b"b"), ("c2", 1, b"c")]) == 2
+    await redis_client.script_flush()
+    assert await store.delete("fraud", [("c2", 5)]) == 1
+    rows = await store.read("fraud", ["c1", "c2"])
+    assert rows[0] is not None and rows[0].payload == b"b" and rows[1] is None
