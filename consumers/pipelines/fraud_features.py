@@ -4,8 +4,10 @@ Per poll batch: decode every record (bad ones are dead-lettered), compute the fe
 partition's transactions in partition order with the shared ``FraudFeatureEngine`` (late ones
 are dead-lettered with reason "late"), the ``PatternEngine`` and the merchant risk of the fraud
 labels (``consumers.label_table``), write the newest features of every touched card to the
-online store in one round trip, and hand the outputs back to the runner, which commits them
-with the changelog and offsets in one transaction per partition.
+online store (one round trip per partition, started as soon as the partition's rows exist, so
+Redis stores them while the next partition is computed; all must succeed before the batch
+commits), and hand the outputs back to the runner, which commits them with the changelog and
+offsets in one transaction per partition.
 
 Outputs: dead letters; with a scorer (``rtml_fraud_scoring``, the default) one
 ``fraud-scores`` record per transaction and ``fraud-alerts`` above the threshold, from exactly
@@ -82,6 +84,48 @@ def feature_row_payload(
     """The JSON of ``FeatureRow`` for a FRAUD row (its values in ``FRAUD_FEATURE_NAMES``
     order); a row of another length raises TypeError."""
     return encode(_FeatureRowOut(event_id, card_id, event_time, _FeatureValues(*row), computed_at))
+
+
+class StoreWrites:
+    """A batch's online-store writes, one per partition, in flight while the batch goes on.
+
+    ``wait`` returns once all are stored and raises the first failure (the batch then fails
+    and is retried: the guarded writes make the repeat harmless). The ``store_write`` stage is
+    the wall time from the first write's start to the last one's end.
+    """
+
+    def __init__(self, store: OnlineStore, group: str, stats: BatchStats) -> None:
+        self._store = store
+        self._group = group
+        self._stats = stats
+        self._tasks: list[asyncio.Task[int]] = []
+        self._started = 0.0
+
+    def start(self, rows: list[tuple[str, int, bytes]]) -> None:
+        if not self._tasks:
+            self._started = time.perf_counter()
+            self._stats.store_written = True
+        self._tasks.append(asyncio.ensure_future(self._store.write(self._group, rows)))
+
+    async def wait(self) -> None:
+        if not self._tasks:
+            return
+        try:
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            stages = self._stats.stages
+            stages["store_write"] = stages.get("store_write", 0.0) + (
+                time.perf_counter() - self._started
+            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def abandon(self) -> None:
+        """The batch failed before ``wait``: settle the writes in flight, ignoring their end."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class FraudFeaturesPipeline:
@@ -186,9 +230,60 @@ class FraudFeaturesPipeline:
         assert self._store is not None
         now_ms = time.time_ns() // 1_000_000
         outputs: dict[int, list[OutRecord]] = {}
-        newest: dict[str, tuple[str, int, bytes]] = {}
         pending: list[PendingScore] = []
         stats = self.batch_stats
+        writes = StoreWrites(self._store, FRAUD_GROUP, stats)
+        try:
+            await self._features(batches, now_ms, outputs, pending, writes)
+        except BaseException:
+            await writes.abandon()
+            raise
+        if self._scorer is None or not pending:
+            await writes.wait()
+            return outputs
+        # The online-store writes and the model call are independent: overlap them.
+        _, (chunks, poisoned) = await asyncio.gather(
+            writes.wait(),
+            stats.timed(
+                "model_call", score_isolating_poison(self._scorer, pending, self._threshold)
+            ),
+        )
+        scored_at = time.time_ns() // 1_000_000
+        if chunks:
+            scores = np.concatenate(
+                [np.asarray(scored.scores, dtype=np.float64) for _, scored in chunks]
+            )
+            alerts = int((scores >= self._threshold).sum())
+            stats.scored(chunks[0][1].model_version, scores, alerts)
+        for chunk, scored in chunks:
+            scored_outputs = score_outputs(
+                chunk,
+                scored,
+                threshold=self._threshold,
+                scores_topic=self._scores_topic,
+                alerts_topic=self._alerts_topic,
+                scored_at=scored_at,
+            )
+            for partition, records in scored_outputs.items():
+                outputs.setdefault(partition, []).extend(records)
+        for item, error in poisoned:  # the model raises on it: dead-lettered, not retried
+            failure = InvalidEvent("processing_error", f"model failed: {error.message}")
+            outputs[item.partition].append(self.dead_letters.of(item.source, failure))
+        return outputs
+
+    async def _features(
+        self,
+        batches: list[PartitionBatch],
+        now_ms: int,
+        outputs: dict[int, list[OutRecord]],
+        pending: list[PendingScore],
+        writes: StoreWrites,
+    ) -> None:
+        """Decode, compute and encode each partition's records in partition order; each
+        partition's online-store write starts as soon as its rows exist, so Redis stores them
+        while the next partition is computed (a card belongs to one partition)."""
+        stats = self.batch_stats
+        scoring = self._scorer is not None
         lap = time.perf_counter()
         for batch in batches:
             out = outputs.setdefault(batch.partition, [])
@@ -227,7 +322,7 @@ class FraudFeaturesPipeline:
                 self.late += 1
                 error = InvalidEvent("late", "event_time is older than the partition's watermark")
                 out.append(self.dead_letters.of(sources[index], error))
-            scoring = self._scorer is not None
+            newest: dict[str, tuple[str, int, bytes]] = {}
             for tx, row, source in zip(transactions, rows, sources, strict=True):
                 if row is None:
                     continue
@@ -241,40 +336,13 @@ class FraudFeaturesPipeline:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
             lap = stats.lap("features", lap)
-        write = stats.timed("store_write", self._store.write(FRAUD_GROUP, list(newest.values())))
-        stats.store_written = bool(newest)
-        if self._scorer is not None and pending:
-            # The online-store write and the model call are independent: overlap them.
-            _, (chunks, poisoned) = await asyncio.gather(
-                write,
-                stats.timed(
-                    "model_call", score_isolating_poison(self._scorer, pending, self._threshold)
-                ),
-            )
-            scored_at = time.time_ns() // 1_000_000
-            if chunks:
-                scores = np.concatenate(
-                    [np.asarray(scored.scores, dtype=np.float64) for _, scored in chunks]
-                )
-                alerts = int((scores >= self._threshold).sum())
-                stats.scored(chunks[0][1].model_version, scores, alerts)
-            for chunk, scored in chunks:
-                scored_outputs = score_outputs(
-                    chunk,
-                    scored,
-                    threshold=self._threshold,
-                    scores_topic=self._scores_topic,
-                    alerts_topic=self._alerts_topic,
-                    scored_at=scored_at,
-                )
-                for partition, records in scored_outputs.items():
-                    outputs.setdefault(partition, []).extend(records)
-            for item, error in poisoned:  # the model raises on it: dead-lettered, not retried
-                failure = InvalidEvent("processing_error", f"model failed: {error.message}")
-                outputs[item.partition].append(self.dead_letters.of(item.source, failure))
-        else:
-            await write
-        return outputs
+            if newest:
+                writes.start(list(newest.values()))
+                # Two loop turns let the write go out (one takes a pooled connection, one
+                # sends) before the next partition's CPU: Redis stores it meanwhile.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                lap = time.perf_counter()
 
     def _profiles_of(self, transactions: list[Transaction]) -> dict[str, UserProfile]:
         get = self._profiles.get
