@@ -422,16 +422,25 @@ class ConsumerRunner(ConsumerRebalanceListener):
         if not due:
             return
         if final:
-            group = self._pipeline.group_id
-            results = await asyncio.gather(
-                *(asyncio.wait_for(s.commit_group_offset(group), 10.0) for s, _ in due),
-                return_exceptions=True,
-            )
-            for (session, _), result in zip(due, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.info("%s: final group offset commit failed (%s)", session.tp, result)
+            await self._commit_group_offsets_in_transactions([s for s, _ in due])
         else:
             self._advice = asyncio.create_task(self._commit_group_offsets(consumer, due))
+
+    async def _commit_group_offsets_in_transactions(self, sessions: list[PartitionSession]) -> None:
+        """The sessions' offsets to the group, each through its transactional producer: for a
+        member that stops or loses partitions, when a plain commit may fail (the group is
+        rebalancing). A failure only leaves the advisory offset behind; it is logged."""
+        due = [s for s in sessions if s.group_offset_due() is not None]
+        if not due:
+            return
+        group = self._pipeline.group_id
+        results = await asyncio.gather(
+            *(asyncio.wait_for(s.commit_group_offset(group), 10.0) for s in due),
+            return_exceptions=True,
+        )
+        for session, result in zip(due, results, strict=True):
+            if isinstance(result, BaseException):
+                log.info("%s: group offset commit failed (%s)", session.tp, result)
 
     async def _commit_group_offsets(
         self, consumer: AIOKafkaConsumer, due: list[tuple[PartitionSession, int]]
@@ -508,6 +517,13 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 # Nothing of it is committed: the next owners restart from committed state.
                 # Ours is untrustworthy too: the loop reopens what it keeps.
                 self._listener_error = exc
+            else:
+                # The group's offsets catch up with the changelog before the partitions go (a
+                # member that then stops mid-restore would otherwise leave them behind).
+                gone = {tp.partition for tp in revoked}
+                await self._commit_group_offsets_in_transactions(
+                    [s for p, s in self._sessions.items() if p in gone and s.exactly_once]
+                )
             self._assigned -= {tp.partition for tp in revoked}
             await self._close_sessions([tp.partition for tp in revoked])
 

@@ -1,8 +1,8 @@
 """The runner's advisory group offsets: the offsets a restart resumes from travel in the
 changelog transactions, so the consumer group's are committed in the background at most once
-per interval, for the assigned partitions whose offset moved, and once more when it stops
-(through a transaction: it needs no group generation); a failed commit is retried at the next
-interval."""
+per interval, for the assigned partitions whose offset moved, and once more when it stops or
+loses partitions (through a transaction: it needs no group generation); a failed commit is
+retried at the next interval."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ class TransactionsDouble:
         self, offsets: dict[TopicPartition, int], group_id: str
     ) -> None:
         self.sent.append((dict(offsets), group_id))
+
+    async def stop(self) -> None:
+        pass
 
 
 def session(partition: int, next_offset: int, group_offset: int | None) -> PartitionSession:
@@ -119,3 +122,18 @@ async def test_a_failed_commit_is_retried_at_the_next_interval() -> None:
     await r._advise_group_offsets(consumer)
     await settle(r)
     assert consumer.commits == [{s.tp: 12}] and s.group_offset == 12
+
+
+async def test_revoked_partitions_commit_their_offsets_before_they_go() -> None:
+    """A rebalance takes partitions away: their offsets go to the group first, in their own
+    transactions (a member that then stops mid-restore would leave them behind otherwise)."""
+    r = runner(interval_s=300.0)
+    moved, kept, synced = session(0, 40, 10), session(1, 8, 3), session(2, 9, 9)
+    r._sessions = {0: moved, 1: kept, 2: synced}
+    r._assigned = {0, 1, 2}
+
+    await r.on_partitions_revoked([moved.tp, synced.tp])
+
+    assert moved.producer.sent == [({moved.tp: 40}, "g")]  # type: ignore[attr-defined]
+    assert synced.producer.sent == kept.producer.sent == []  # type: ignore[attr-defined]
+    assert set(r._sessions) == {1} and r._assigned == {1}
