@@ -198,10 +198,8 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
         started_at=now_iso(),
     )
     scenarios = [load(name) for name in options.scenarios]
-    say(
-        f"{options.mode} run of {', '.join(options.scenarios)}, {options.sizes.repeats} rounds; "
-        f"results: {out}/{stem}.*"
-    )
+    rounds = f"{options.sizes.repeats} round{'s' if options.sizes.repeats != 1 else ''}"
+    say(f"{options.mode} run of {', '.join(options.scenarios)}, {rounds}; results: {out}/{stem}.*")
     say(f"to repeat it: {results.command}")
     say("starting the bench stack (Kafka, Redis)")
     bench = start_stack(options, cache_dir=settings.rtml_cache_dir)
