@@ -14,8 +14,8 @@ the one place both the consumers (writers) and serving (readers) take them from.
 
 Writes are guarded by a server-side script: a row whose event_time is older than the stored
 one never overwrites it, so replays and out-of-order events cannot make features go back in
-time. A batch of writes or reads is one round trip (a pipeline of chunked script calls or
-HMGETs). Redis errors become ``ServiceUnavailable`` at this boundary.
+time. A batch of writes or reads is one round trip (a pipeline of chunked script calls by SHA,
+or HMGETs). Redis errors become ``ServiceUnavailable`` at this boundary.
 """
 
 from __future__ import annotations
