@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes, 1 round: about 5 minutes on 2 cores (--repeats N for statistics)",
+        help="small sizes, 1 round: about 6 minutes on 2 cores (--repeats N for statistics)",
     )
     parser.add_argument(
         "--only",

@@ -27,7 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is; ``quick`` takes about 5 minutes, ``full`` ~40."""
+    """How big each scenario is; ``quick`` takes about 6 minutes, ``full`` ~40."""
 
     repeats: int
     transactions: int  # pre-produced for the throughput scenarios
@@ -46,7 +46,7 @@ class Sizes:
     scaling_partitions: tuple[int, ...] = (4, 8)
 
 
-# Quick: every scenario once, in about 5 minutes on 2 cores (fewer records, shorter loads and
+# Quick: every scenario once, in about 6 minutes on 2 cores (fewer records, shorter loads and
 # warm-ups, the scaling curve over 8 partitions only): a look at everything, not statistics.
 # For medians and spreads give --repeats (each round adds about 4 minutes) or run the full run.
 QUICK = Sizes(
