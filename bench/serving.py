@@ -153,8 +153,9 @@ def deploy_app(
 def shutdown_app(app: BenchApp, *, stop_serve: bool) -> None:
     """Delete the app on a shared Ray (other Serve apps may be running there). On the bench's
     own Ray (``stop_serve``) there is nothing to do: the run ends with ``ray.shutdown()``, which
-    stops the app with every other actor, while ``serve.delete`` waited ~30 s for the replicas'
-    graceful shutdown."""
+    stops the app with every other actor, while ``serve.delete`` waits ~30 s for the Ingress
+    replica (Serve's direct ingress drains for ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S``,
+    docs/serving.md)."""
     if stop_serve:
         return
     from ray import serve

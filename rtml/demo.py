@@ -147,8 +147,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         say("stopping the pipelines (each actor commits its last batch)")
         for group in groups:
             await asyncio.to_thread(group.stop)
-        if settings.rtml_fraud_scoring:
-            await asyncio.to_thread(_stop_serving, settings)
+        if settings.rtml_fraud_scoring and settings.ray_address:
+            await asyncio.to_thread(_stop_serving, settings)  # a shared cluster keeps running
         await asyncio.to_thread(shutdown_ray)
     say("done; `rtml infra down` stops Kafka and Redis")
     return 0
@@ -168,6 +168,11 @@ def deploy_serving(settings: Settings) -> None:
 
 
 def _stop_serving(settings: Settings) -> None:
+    """Delete the demo's Serve app from a cluster the demo joined. On the demo's own Ray there
+    is nothing to do: ``ray.shutdown()`` stops it, while ``serve.delete`` waits ~30 s for the
+    Ingress replica (Serve's direct ingress keeps a replica serving for
+    ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S``, 30 s, so that a load balancer in front
+    can deregister it first)."""
     from ray import serve
 
     serve.delete(settings.rtml_serve_app)
