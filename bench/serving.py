@@ -96,7 +96,7 @@ async def bench_app(ctx: BenchContext, *, replicas: int = 1) -> BenchApp:
             deploy_app, ctx.stack.settings, ctx.stack.state_dir, replicas=replicas
         )
         ctx.shared[SHARED_KEY] = app
-        ctx.on_close(lambda: asyncio.to_thread(shutdown_app, app, stop_serve=ctx.stack.ray_started))
+        ctx.on_close(lambda: asyncio.to_thread(shutdown_app, app, own_ray=ctx.stack.ray_started))
         ctx.results.workloads["serve_app"] = {
             "app": app.name,
             "fraud_model": app.fraud_version,
@@ -150,13 +150,13 @@ def deploy_app(
     return BenchApp(name, models, fraud.name, recommender.name, serve_url(), direct)
 
 
-def shutdown_app(app: BenchApp, *, stop_serve: bool) -> None:
+def shutdown_app(app: BenchApp, *, own_ray: bool) -> None:
     """Delete the app on a shared Ray (other Serve apps may be running there). On the bench's
-    own Ray (``stop_serve``) there is nothing to do: the run ends with ``ray.shutdown()``, which
+    own Ray (``own_ray``) there is nothing to do: the run ends with ``ray.shutdown()``, which
     stops the app with every other actor, while ``serve.delete`` waits ~30 s for the Ingress
     replica (Serve's direct ingress drains for ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S``,
     docs/serving.md)."""
-    if stop_serve:
+    if own_ray:
         return
     from ray import serve
 

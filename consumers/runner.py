@@ -414,16 +414,12 @@ class ConsumerRunner(ConsumerRebalanceListener):
             return
         self._next_advice = now + self._settings.rtml_group_offset_commit_interval_s
         assigned = consumer.assignment()
-        due = [
-            (s, offset)
-            for s in self._sessions.values()
-            if (offset := s.group_offset_due()) is not None and s.tp in assigned
-        ]
-        if not due:
-            return
+        sessions = [s for s in self._sessions.values() if s.tp in assigned]
         if final:
-            await self._commit_group_offsets_in_transactions([s for s, _ in due])
-        else:
+            await self._commit_group_offsets_in_transactions(sessions)
+            return
+        due = [(s, offset) for s in sessions if (offset := s.group_offset_due()) is not None]
+        if due:
             self._advice = asyncio.create_task(self._commit_group_offsets(consumer, due))
 
     async def _commit_group_offsets_in_transactions(self, sessions: list[PartitionSession]) -> None:
@@ -522,7 +518,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 # member that then stops mid-restore would otherwise leave them behind).
                 gone = {tp.partition for tp in revoked}
                 await self._commit_group_offsets_in_transactions(
-                    [s for p, s in self._sessions.items() if p in gone and s.exactly_once]
+                    [s for p, s in self._sessions.items() if p in gone]
                 )
             self._assigned -= {tp.partition for tp in revoked}
             await self._close_sessions([tp.partition for tp in revoked])

@@ -150,11 +150,10 @@ class OnlineStore:
             except RedisError as exc:
                 raise ServiceUnavailable("redis", f"online store write failed: {exc}") from exc
             return len(rows)
-        prefix = f"{self._namespace}:{group}:"
         calls: list[tuple[list[bytes], list[object]]] = []
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
-            keys = [(prefix + entity).encode() for entity, _, _ in chunk]
+            keys = [self.key(group, entity).encode() for entity, _, _ in chunk]
             parts: list[bytes] = []
             lengths: list[int] = []
             for _, event_time, payload in chunk:
