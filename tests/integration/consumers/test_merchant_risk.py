@@ -53,7 +53,11 @@ async def test_labels_raise_merchant_risk_only_after_the_delay(
         update={"rtml_topics": topics, "rtml_emit_feature_rows": True, "rtml_fraud_scoring": False}
     )
     risky, clean = f"m-risky-{uuid.uuid4().hex[:6]}", f"m-clean-{uuid.uuid4().hex[:6]}"
-    decided = int(time.time() * 1000)
+    # Noon (UTC) of today: the labelled transactions (an hour before) and the cutoff of "after"
+    # (a minute after) fall on the same UTC day, which the 1-day share counts. Decided at the
+    # wall clock, the test failed in the first hour after midnight (the labels on the day
+    # before, outside the 1-day window: the definition's, not a bug).
+    decided = int(time.time() * 1000) // DAY_MS * DAY_MS + DAY_MS // 2
     labels = [
         FraudLabel("l-1", "card-a", risky, "fraud", decided - 3_600_000, decided),
         FraudLabel("l-2", "card-b", risky, "fraud", decided - 3_500_000, decided),
