@@ -7,9 +7,10 @@ producers' sink writes through it too.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer import sender as aiokafka_sender
 
 from rtml.settings import Settings
@@ -124,3 +125,27 @@ def set_txn_retry_backoff(milliseconds: float) -> None:
             "changed its transaction retry; review consumers/kafka_io.set_txn_retry_backoff"
         )
     aiokafka_sender.BACKOFF_OVERRIDE = milliseconds / 1000
+
+
+def add_partitions_to_transaction(
+    producer: AIOKafkaProducer, partitions: Iterable[TopicPartition]
+) -> None:
+    """Add ``partitions`` to the producer's open transaction now, before records are sent to
+    them: the sender sends AddPartitionsToTxn at once (what a first send to a partition
+    does), and the records sent later go out without it. aiokafka has no public call for it.
+    """
+    manager = producer._txn_manager
+    if manager is None or not hasattr(manager, "maybe_add_partition_to_txn"):
+        raise RuntimeError(
+            "aiokafka's producer has no _txn_manager.maybe_add_partition_to_txn: check "
+            "consumers.kafka_io.add_partitions_to_transaction against the installed aiokafka"
+        )
+    for tp in partitions:
+        manager.maybe_add_partition_to_txn(tp)
+
+
+def transaction_failed_fatally(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's transaction state is fatal (fenced...): it cannot abort, only
+    close. What aiokafka's own ``transaction()`` context checks before aborting."""
+    manager = producer._txn_manager
+    return manager is not None and manager.is_fatal_error()

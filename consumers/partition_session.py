@@ -27,16 +27,23 @@ committed transaction. A stateless pipeline (no changelog) sends its offsets to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.kafka_io import make_consumer, make_producer, start_client
+from consumers.kafka_io import (
+    add_partitions_to_transaction,
+    make_consumer,
+    make_producer,
+    start_client,
+    transaction_failed_fatally,
+)
 from rtml.kafka_batches import KeyPartitioner, Outbox
 from rtml.settings import Settings
 
@@ -95,6 +102,8 @@ class PartitionSession:
     group_offset: int | None = None  # the offset last committed to the consumer group
     _partitioner: KeyPartitioner = field(default_factory=KeyPartitioner)
     _pending: _Snapshot | None = None
+    _begun: bool = False  # a transaction begun ahead of its commit (``begin_ahead``)
+    _written: set[TopicPartition] = field(default_factory=set)  # by the last transaction
 
     @classmethod
     async def open(
@@ -167,6 +176,44 @@ class PartitionSession:
             list(outputs), changelog, next_offset, partition_counts, time.time_ns() // 1_000_000
         )
 
+    async def begin_ahead(self) -> None:
+        """Begin the next transaction now, while the batch is processed, and add to it the
+        partitions it will most likely write: the changelog's and those the last transaction
+        wrote. The broker then records them (AddPartitionsToTxn, retried while the previous
+        transaction's markers are still being written) off the commit's critical path, and the
+        commit is one produce and the EndTxn. A guess that misses only costs a marker in a
+        partition without records; a partition not guessed is added at the commit, as before.
+        Exactly once only; ``abort_ahead`` when the batch fails before its commit."""
+        if not self.exactly_once or self._begun:
+            return
+        await self.producer.begin_transaction()
+        self._begun = True
+        expected = set(self._written)
+        if self.changelog_topic is not None:
+            expected.add(TopicPartition(self.changelog_topic, self.tp.partition))
+        add_partitions_to_transaction(self.producer, expected)
+
+    async def abort_ahead(self) -> None:
+        """Abort a transaction begun ahead whose batch failed (nothing was sent in it)."""
+        if not self._begun:
+            return
+        self._begun = False
+        await self.producer.abort_transaction()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """The transaction begun ahead, or a new one; committed on success, else aborted."""
+        if not self._begun:
+            await self.producer.begin_transaction()
+        self._begun = False
+        try:
+            yield
+        except BaseException:
+            if not transaction_failed_fatally(self.producer):
+                await self.producer.abort_transaction()
+            raise
+        await self.producer.commit_transaction()
+
     async def commit_snapshot(self, group_id: str) -> None:
         """Exactly once: the snapshot's outputs, changelog and input offset in one transaction.
 
@@ -180,7 +227,7 @@ class PartitionSession:
         if not self.exactly_once:
             await self._commit_at_least_once(snap)
             return
-        async with self.producer.transaction():
+        async with self._transaction():
             outbox = Outbox(self.producer)
             self._add_outputs(outbox, snap)
             if self.changelog_topic is not None:
@@ -208,7 +255,7 @@ class PartitionSession:
         generation and fails while the group rebalances (another member left first); offsets
         sent to a transaction need only the group id. Exactly once with a changelog only."""
         offset = self.next_offset
-        async with self.producer.transaction():
+        async with self._transaction():
             await self.producer.send_offsets_to_transaction({self.tp: offset}, group_id)
         self.group_offset = offset
 
@@ -247,6 +294,7 @@ class PartitionSession:
                     raise ValueError(f"output to {record.topic} needs a key or a partition")
                 partition = self._partitioner(record.key, counts[record.topic])
             outbox.add(record.topic, partition, record.key, record.value, record.timestamp_ms)
+        self._written = {TopicPartition(topic, p) for topic, p in outbox.destinations}
 
     def _add_changelog(self, outbox: Outbox, snap: _Snapshot, covers_offset: int | None) -> None:
         if self.changelog_topic is None:

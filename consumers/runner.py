@@ -291,14 +291,26 @@ class ConsumerRunner(ConsumerRebalanceListener):
         started: float,
         poll_seconds: float,
     ) -> None:
-        """Process a poll batch and commit it (or hand the commit to a task: overlapped)."""
-        outputs = await self._pipeline.process(batches)
+        """Process a poll batch and commit it (or hand the commit to a task: overlapped).
+
+        Without overlap, the batch's transactions begin before it is processed, so the broker
+        adds their partitions meanwhile (``PartitionSession.begin_ahead``)."""
+        sessions = [self._sessions[b.partition] for b in batches]
+        settings = self._settings
+        ahead = settings.rtml_begin_transactions_ahead and not settings.rtml_overlap_commits
+        try:
+            if ahead:
+                await asyncio.gather(*(s.begin_ahead() for s in sessions))
+            outputs = await self._pipeline.process(batches)
+        except BaseException:
+            if ahead:
+                await asyncio.gather(*(s.abort_ahead() for s in sessions), return_exceptions=True)
+            raise
         processed = time.perf_counter()
         measured = batch_stats.take() if batch_stats is not None else None
         # The previous batch must be committed before this one's transactions begin.
         await self._settle_commits()
         counts = self._pipeline.output_partitions()
-        sessions = [self._sessions[b.partition] for b in batches]
         for session, b in zip(sessions, batches, strict=True):
             session.snapshot(outputs.get(b.partition, ()), b.records[-1].offset + 1, counts)
         size = sum(len(b.records) for b in batches)

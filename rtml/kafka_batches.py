@@ -64,6 +64,11 @@ class Outbox:
         builders.append(builder)
         self.count += 1
 
+    @property
+    def destinations(self) -> list[tuple[str, int]]:
+        """The (topic, partition) pairs that have records not yet handed over."""
+        return list(self._builders)
+
     async def hand_over(self) -> list[asyncio.Future[Any]]:
         """Hand every batch to the producer; returns their delivery futures.
 

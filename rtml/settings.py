@@ -262,6 +262,11 @@ class Settings(BaseSettings):
     # default): commit before the next poll. On 2 shared cores overlapping was slower (the two
     # compete for the CPU; docs/benchmarks.md).
     rtml_overlap_commits: bool = False
+    # Begin a batch's transactions before it is processed, adding the partitions they will
+    # most likely write (the changelog's, and those the last transaction wrote), so the broker
+    # records them meanwhile and the commit is one produce and the EndTxn (one round trip
+    # less). Without overlapped commits only; consumers/partition_session.py.
+    rtml_begin_transactions_ahead: bool = True
     # Keep taking fetched records while a batch is processed and committed, so the fetcher
     # always has a fetch outstanding (aiokafka fetches nothing while its buffer holds records);
     # false: poll once per cycle, and a record can wait a cycle more (consumers/runner.py).

@@ -6,6 +6,8 @@ per poll batch, through the bench's Serve app: ``bench.serving``), exactly once.
 - ``drain``: the pre-produced transactions (the same topic as ``features``), from nothing to
   the end: the highest rate the pipeline can go when there is a backlog. Compared with the
   passthrough ceiling and with the feature stage alone.
+- ``commit-new`` / ``commit-ahead``: one actor's batch commit at the size of a 2,000 tx/s load,
+  its transactions begun at the commit or ahead of it (``bench.scenarios.e2e_commit``).
 - ``load-<rate>``: live traffic from the generator at a fixed rate for ``load_seconds``, on
   the scenario's own topics, with the consumers already running. A read_committed reader of
   fraud-scores in the bench process takes, per score, two latencies from the input record's
@@ -37,6 +39,7 @@ from bench.environment import create_topics, scenario_topics
 from bench.measure import BenchError, group_probe, group_ready, time_drain
 from bench.results import Check, Sample
 from bench.scenario import BenchContext, Case, Scenario
+from bench.scenarios.e2e_commit import commit_cases, prepare_commit
 from bench.scenarios.features import reset_state, verify_committed
 from bench.serving import bench_app
 from bench.workload import TransactionsWorkload, generator_config
@@ -72,9 +75,11 @@ class E2EScenario(Scenario):
         await ctx.transactions()
         topics = scenario_topics(ctx.topic("e2e"), ctx.options.partitions)
         await create_topics(ctx.stack.settings, topics.all())
+        await prepare_commit(ctx)
 
     def cases(self, ctx: BenchContext) -> list[Case]:
-        cases = [
+        cases = commit_cases(self.name)
+        cases += [
             Case(
                 self.name,
                 "drain",

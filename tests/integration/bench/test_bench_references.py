@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import msgspec
+import pytest
+from aiokafka import TopicPartition
 
 from bench.environment import BenchStack
 from bench.options import QUICK, BenchOptions
@@ -18,8 +20,10 @@ from bench.reference_features import new_state
 from bench.results import BenchResults
 from bench.runner import run_scenarios
 from bench.scenario import BenchContext
+from bench.scenarios import e2e_commit
 from bench.scenarios.naive import NaiveScenario
 from bench.scenarios.peers import PEERS, PeersScenario
+from consumers.kafka_io import make_consumer
 from contracts.events import FraudScore
 from features.definitions import FRAUD, FRAUD_CARD
 from infra.topics import delete_topics, describe_topics
@@ -127,3 +131,46 @@ async def test_peers_compute_the_reference_features_or_say_why_not(
         for record in records:
             out = loads(record.value)
             assert out["features"] == expected[out["event_id"]], (name, out)
+
+
+async def test_commit_cases_commit_every_batch_both_ways(
+    stack_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``e2e/commit-new`` and ``e2e/commit-ahead``: each cycle's transactions are committed
+    (a read_committed reader sees every record once), and both samples are measured."""
+    monkeypatch.setattr(e2e_commit, "WARMUP_CYCLES", 2)
+    monkeypatch.setattr(e2e_commit, "CYCLES", 10)
+    ctx = _context(stack_settings, tmp_path, ("e2e",), 1_000)
+    topic = ctx.topic(e2e_commit.TOPIC)
+    try:
+        await e2e_commit.prepare_commit(ctx)
+        for case in e2e_commit.commit_cases("e2e"):
+            sample = await case.run(ctx, 0)
+            assert sample.value > 0 and sample.details["transactions"] == 10 * e2e_commit.SESSIONS
+            assert sample.details["p99_ms"] >= sample.details["p50_ms"]
+        per_kind = 2 * 12 * e2e_commit.SESSIONS * e2e_commit.RECORDS  # two cases, 12 cycles
+        assert await _committed_records(stack_settings, f"{topic}.out") == per_kind
+        # The changelog also holds each transaction's offset record.
+        changelog = await _committed_records(stack_settings, f"{topic}.log")
+        assert changelog == per_kind + 2 * 12 * e2e_commit.SESSIONS
+    finally:
+        await _drop_topics(stack_settings, ctx.prefix)
+
+
+async def _committed_records(settings: Settings, topic: str) -> int:
+    """How many records of ``topic`` a read_committed reader sees (its end: the LSO)."""
+    consumer = make_consumer(settings, group_id=None, read_committed=True)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(e2e_commit.SESSIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        seen = 0
+        async with asyncio.timeout(30):
+            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                batch = await consumer.getmany(timeout_ms=500)
+                seen += sum(len(records) for records in batch.values())
+        return seen
+    finally:
+        await consumer.stop()

@@ -7,8 +7,6 @@ retried at the next interval."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,12 +40,20 @@ class CommitterDouble:
 class TransactionsDouble:
     """The session's transactional producer: offsets sent to a transaction, by group."""
 
+    _txn_manager = None
+
     def __init__(self) -> None:
         self.sent: list[tuple[dict[TopicPartition, int], str]] = []
+        self.transactions: list[str] = []
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        yield
+    async def begin_transaction(self) -> None:
+        self.transactions.append("begin")
+
+    async def commit_transaction(self) -> None:
+        self.transactions.append("commit")
+
+    async def abort_transaction(self) -> None:
+        self.transactions.append("abort")
 
     async def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, int], group_id: str
@@ -102,6 +108,7 @@ async def test_commits_moved_offsets_of_assigned_partitions_once_per_interval() 
     await r._advise_group_offsets(consumer, final=True)
     assert consumer.commits == [{moved.tp: 40}]
     assert moved.producer.sent == [({moved.tp: 55}, "g")]  # type: ignore[attr-defined]
+    assert moved.producer.transactions == ["begin", "commit"]  # type: ignore[attr-defined]
     assert moved.group_offset == 55
     assert unmoved.producer.sent == revoked.producer.sent == []  # type: ignore[attr-defined]
 
