@@ -41,6 +41,22 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def pids_titled(prefix: str) -> list[int]:
+    """Processes whose command line starts with ``prefix``: Ray's workers are titled by what
+    they run (``ray::ConsumerActor``, ``ray::ServeReplica:<app>:<deployment>``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(prefix.encode()):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 @dataclass(frozen=True)
 class MachineTimes:
     busy: float  # CPU seconds spent on anything but idle/iowait, all cores together

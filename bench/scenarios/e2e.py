@@ -27,6 +27,7 @@ Kafka, Redis and Serve: everything a real deployment on this machine would run.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -37,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.environment import create_topics, scenario_topics
 from bench.measure import BenchError, group_probe, group_ready, time_drain
+from bench.procs import CpuMeter, pids_titled
 from bench.results import Check, Sample
 from bench.scenario import BenchContext, Case, Scenario
 from bench.scenarios.e2e_commit import commit_cases, prepare_commit
@@ -208,12 +210,14 @@ async def _measure_load(
     # The profile table exists before the traffic: the load's rate is all transactions.
     await produce_profiles(settings, config)
     sampler = asyncio.create_task(sample_lag())
-    warmed = asyncio.create_task(_after_warmup(group, warmup))
+    meter = _cpu_meter(ctx)
+    warmed = asyncio.create_task(_after_warmup(group, warmup, meter))
     try:
         scores.count_from = time.time() * 1000 + warmup * 1000
         summary = await produce_live(
             settings, config, rate=rate, duration_s=warmup + seconds, announce_profiles=False
         )
+        cpu = meter.result()
         before = await warmed
         end_lag = lag_points[-1][1] if lag_points else 0
         drained_after = await _drained(group, timeout_s=60.0)
@@ -244,6 +248,7 @@ async def _measure_load(
         "drained_after_s": None if drained_after is None else round(drained_after, 2),
         "sustained": bounded,
         **phases,
+        **_cpu_details(cpu, rate * seconds),
     }
     for name, values in (("visible", visible), ("produced", produced)):
         for q in (50, 95, 99):
@@ -256,15 +261,43 @@ async def _measure_load(
         f"{'sustained' if bounded else 'NOT sustained'}; per batch: "
         f"{phases.get('records_per_batch', 0):.0f} records, poll/process/commit "
         f"{phases.get('poll_ms_per_batch', 0):.1f}/{phases.get('process_ms_per_batch', 0):.1f}/"
-        f"{phases.get('commit_ms_per_batch', 0):.1f} ms"
+        f"{phases.get('commit_ms_per_batch', 0):.1f} ms; cores: "
+        + ", ".join(
+            f"{name} {details.get(f'{name}_cores', 0):.2f}"
+            for name in ("consumers", "broker", "replicas", "redis", "bench", "machine")
+        )
     )
     return Sample(round_, details["visible_p99_ms"], details)
 
 
-async def _after_warmup(group: Any, seconds: float) -> list[dict[str, Any]]:
-    """The group's stats once the load's warm-up is over: the phases count from there."""
+async def _after_warmup(group: Any, seconds: float, meter: CpuMeter) -> list[dict[str, Any]]:
+    """The group's stats once the load's warm-up is over: the phases and the CPU count from
+    there."""
     await asyncio.sleep(seconds)
+    meter.start()
     return await asyncio.to_thread(group.stats)
+
+
+def _cpu_meter(ctx: BenchContext) -> CpuMeter:
+    """The CPU of everything a load runs on the machine, by process group."""
+    return CpuMeter(
+        {
+            "consumers": pids_titled("ray::ConsumerActor"),
+            "replicas": pids_titled("ray::ServeReplica"),
+            "broker": [p for p in [ctx.stack.broker_pid] if p],
+            "redis": [p for p in [ctx.stack.redis_pid] if p],
+            "bench": [os.getpid()],  # the generator, the score reader, the lag sampling
+        }
+    )
+
+
+def _cpu_details(cpu: dict[str, float], transactions: float) -> dict[str, float]:
+    """Cores per group over the counted part of a load, and the consumers' CPU per transaction."""
+    out = {k: round(v, 3) for k, v in cpu.items() if k.endswith("_cores")}
+    if transactions and "consumers_cpu_s" in cpu:
+        per_transaction = cpu["consumers_cpu_s"] / transactions * 1e6
+        out["consumers_cpu_us_per_transaction"] = round(per_transaction, 1)
+    return out
 
 
 def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, float]:
