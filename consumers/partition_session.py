@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 # Changelog key of the input offset the state covers: the next offset to process.
 OFFSET_KEY = b"\x00offset"
 RESTORE_SLICE_KEYS = 2_000  # keys restored between two turns of the event loop
+# How long after a transaction begins ahead its partitions are added: the previous commit's
+# markers take 1 - 2 ms to write (``begin_ahead``).
+ADD_AHEAD_DELAY_S = 0.003
 
 
 @dataclass(slots=True)
@@ -103,6 +106,7 @@ class PartitionSession:
     _partitioner: KeyPartitioner = field(default_factory=KeyPartitioner)
     _pending: _Snapshot | None = None
     _begun: bool = False  # a transaction begun ahead of its commit (``begin_ahead``)
+    _add_timer: asyncio.TimerHandle | None = None  # its partitions, added a moment later
     _written: set[TopicPartition] = field(default_factory=set)  # by the last transaction
 
     @classmethod
@@ -179,11 +183,11 @@ class PartitionSession:
     async def begin_ahead(self) -> None:
         """Begin the next transaction now, while the batch is processed, and add to it the
         partitions it will most likely write: the changelog's and those the last transaction
-        wrote. The broker then records them (AddPartitionsToTxn, retried while the previous
-        transaction's markers are still being written) off the commit's critical path, and the
-        commit is one produce and the EndTxn. A guess that misses only costs a marker in a
-        partition without records; a partition not guessed is added at the commit, as before.
-        Exactly once only; ``abort_ahead`` when the batch fails before its commit."""
+        wrote, ``ADD_AHEAD_DELAY_S`` later. The broker then records them (AddPartitionsToTxn)
+        off the commit's critical path, and the commit is one produce and the EndTxn. A guess
+        that misses only costs a marker in a partition without records; a partition not
+        guessed (or not added yet) is added at the commit, as before. Exactly once only;
+        ``abort_ahead`` when the batch fails before its commit."""
         if not self.exactly_once or self._begun:
             return
         await self.producer.begin_transaction()
@@ -191,14 +195,25 @@ class PartitionSession:
         expected = set(self._written)
         if self.changelog_topic is not None:
             expected.add(TopicPartition(self.changelog_topic, self.tp.partition))
-        add_partitions_to_transaction(self.producer, expected)
+        # Not at once: right after the previous commit the broker is still writing its markers
+        # and answers CONCURRENT_TRANSACTIONS, retried every 2 ms (requests for nothing).
+        self._add_timer = asyncio.get_running_loop().call_later(
+            ADD_AHEAD_DELAY_S, add_partitions_to_transaction, self.producer, expected
+        )
 
     async def abort_ahead(self) -> None:
         """Abort a transaction begun ahead whose batch failed (nothing was sent in it)."""
         if not self._begun:
             return
         self._begun = False
+        self._cancel_add()
         await self.producer.abort_transaction()
+
+    def _cancel_add(self) -> None:
+        """The commit (or abort) is here: partitions not added yet are added by the sends."""
+        if self._add_timer is not None:
+            self._add_timer.cancel()
+            self._add_timer = None
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
@@ -206,6 +221,7 @@ class PartitionSession:
         if not self._begun:
             await self.producer.begin_transaction()
         self._begun = False
+        self._cancel_add()
         try:
             yield
         except BaseException:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from consumers.partition_session import OutRecord, PartitionSession
+from consumers.partition_session import ADD_AHEAD_DELAY_S, OutRecord, PartitionSession
 from consumers.runner import ConsumerRunner
 from rtml.settings import Settings
 
@@ -98,6 +98,11 @@ def session(*, exactly_once: bool = True) -> PartitionSession:
     )
 
 
+async def added(s: PartitionSession) -> None:
+    """Past the moment a transaction begun ahead adds its partitions."""
+    await asyncio.sleep(ADD_AHEAD_DELAY_S * 3)
+
+
 async def commit(s: PartitionSession, outputs: list[OutRecord], next_offset: int) -> None:
     s.snapshot(outputs, next_offset, {"scores": 8, "alerts": 1})
     await s.commit_snapshot("g")
@@ -109,6 +114,8 @@ async def test_the_commit_reuses_the_transaction_begun_ahead_with_the_guessed_pa
     await s.begin_ahead()
     await s.begin_ahead()  # idempotent until the commit
     assert producer.calls == ["begin"]
+    assert producer._txn_manager.added == [set()]  # not at once: the markers are being written
+    await added(s)
     assert producer._txn_manager.added == [{TopicPartition(CHANGELOG, 3)}]
 
     outputs = [
@@ -126,6 +133,7 @@ async def test_the_commit_reuses_the_transaction_begun_ahead_with_the_guessed_pa
 
     # The next one guesses what the last one wrote.
     await s.begin_ahead()
+    await added(s)
     assert producer._txn_manager.added[-1] == {
         TopicPartition("scores", 3),
         TopicPartition("alerts", 0),
@@ -133,10 +141,22 @@ async def test_the_commit_reuses_the_transaction_begun_ahead_with_the_guessed_pa
     }
     await commit(s, [OutRecord("scores", None, b"s", 2, partition=3)], 11)
     await s.begin_ahead()
+    await added(s)
     assert producer._txn_manager.added[-1] == {
         TopicPartition("scores", 3),
         TopicPartition(CHANGELOG, 3),
     }
+
+
+async def test_a_commit_before_the_partitions_are_added_leaves_them_to_its_sends() -> None:
+    s = session()
+    producer: ProducerDouble = s.producer  # type: ignore[assignment]
+    await s.begin_ahead()
+    await commit(s, [OutRecord("scores", None, b"s", 1, partition=3)], 10)
+    await asyncio.sleep(ADD_AHEAD_DELAY_S * 3)
+    assert producer._txn_manager.added == [set()]  # the timer was cancelled
+    assert producer.calls == ["begin", "commit"]
+    assert TopicPartition(CHANGELOG, 3) in producer.sent_to
 
 
 async def test_without_a_transaction_begun_ahead_the_commit_begins_its_own() -> None:
