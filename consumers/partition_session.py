@@ -322,6 +322,7 @@ class PartitionSession:
             outbox.add(self.changelog_topic, self.tp.partition, OFFSET_KEY, offset, snap.taken_at)
 
     async def close(self) -> None:
+        self._cancel_add()  # a transaction begun ahead: its next owner's fencing aborts it
         try:
             close = getattr(self.processor, "close", None)
             if close is not None:

@@ -80,6 +80,9 @@ class ProducerDouble:
     async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
         self.calls.append("offsets")
 
+    async def stop(self) -> None:
+        self.calls.append("stop")
+
 
 class ProcessorDouble:
     def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
@@ -192,6 +195,16 @@ async def test_a_failed_send_aborts_unless_the_producer_is_fenced() -> None:
     with pytest.raises(OSError):
         await commit(s, [], 5)
     assert producer.calls == ["begin", "abort", "begin"]
+
+
+async def test_a_session_closed_with_a_transaction_begun_ahead_adds_nothing_after() -> None:
+    s = session()
+    producer: ProducerDouble = s.producer  # type: ignore[assignment]
+    await s.begin_ahead()
+    await s.close()
+    await added(s)
+    assert producer._txn_manager.added == [set()]
+    assert producer.calls == ["begin", "stop"]
 
 
 async def test_at_least_once_begins_nothing_ahead() -> None:
