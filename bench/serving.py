@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.procs import pids_titled
 from bench.scenario import BenchContext
 from rtml.settings import Settings
 
@@ -66,20 +67,8 @@ class BenchApp:
         return serve.get_deployment_handle(RECOMMENDER, self.name)
 
     def replica_pids(self, deployment: str) -> list[int]:
-        """The processes of ``deployment``'s replicas on this machine (for ``CpuMeter``): Ray
-        titles a replica's worker ``ray::ServeReplica:<app>:<deployment>``."""
-        title = f"ServeReplica:{self.name}:{deployment}".encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:  # gone, or not ours to read
-                continue
-            if title in cmdline:
-                pids.append(int(entry.name))
-        return pids
+        """The processes of ``deployment``'s replicas on this machine (for ``CpuMeter``)."""
+        return pids_titled(f"ray::ServeReplica:{self.name}:{deployment}")
 
     def configure(self, settings: Settings) -> Settings:
         """``settings`` whose pipelines score with this app (``ServeFraudScorer``)."""
