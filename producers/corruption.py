@@ -119,12 +119,18 @@ class Corruptor:
     """Decides each record's delay and defect, and breaks values.
 
     Each stream has its own random stream, so switching one stream off (or changing its rate)
-    leaves the defects of the others exactly as they were.
+    leaves the defects of the others exactly as they were. Breaking values draws from streams
+    of its own too: the plans do not depend on when the values are broken (as records are
+    encoded, which a live load simulated ahead does later than the planning).
     """
 
     def __init__(self, config: GeneratorConfig, seed: np.random.SeedSequence) -> None:
         self.config = config
         self._rngs = {
+            s: np.random.default_rng(child)
+            for s, child in zip(Stream, seed.spawn(len(Stream)), strict=True)
+        }
+        self._break_rngs = {
             s: np.random.default_rng(child)
             for s, child in zip(Stream, seed.spawn(len(Stream)), strict=True)
         }
@@ -168,7 +174,7 @@ class Corruptor:
 
     def corrupt(self, value: bytes, stream: Stream, defect: str) -> bytes | None:
         """``value`` (a valid encoded event of ``stream``) broken as ``defect`` says."""
-        rng = self._rngs[stream]
+        rng = self._break_rngs[stream]
         if defect == "truncated_json":
             return value[: int(rng.integers(1, len(value) - 1))]
         if defect == "not_an_object":

@@ -7,11 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
+from contracts.codec import now_ms
 from producers.config import GeneratorConfig
 from producers.kafka_sink import KafkaSink
+from producers.pacing import PacingSchedule
 from producers.progress import ProduceSummary, RateMeter
 from producers.records import Record, Stream
-from producers.runner import Window, produce_history, produce_live, produce_profiles
+from producers.runner import EPOCH_MS, Window, produce_history, produce_live, produce_profiles
+from producers.stream import EventGenerator, LiveTimeline
 from rtml.settings import Settings
 
 CONFIG = GeneratorConfig(seed=3, users=400, merchants=1_000, items=300)
@@ -68,6 +71,48 @@ async def test_live_duration_becomes_a_count() -> None:
     sink = RecordingSink(Settings())
     await produce_live(Settings(), CONFIG, rate=2_000.0, duration_s=0.5, sink=sink)
     assert len(sink.records) == 1_000
+
+
+def _clock_base(records: list[Record]) -> int:
+    """The run's clock start: the time most records have minus their slot (4,000/s: k/4 ms)."""
+    return Counter(r.event_time - r.seq // 4 for r in records).most_common(1)[0][0]
+
+
+@pytest.mark.timeout(60)
+async def test_simulated_ahead_the_live_records_are_the_same() -> None:
+    def relative(records: list[Record]) -> list[tuple]:
+        base = _clock_base(records)
+        return [(r.seq, r.stream, r.key, r.event_time - base, r.defect) for r in records]
+
+    plain, ahead = RecordingSink(Settings(), send_labels=True), RecordingSink(Settings())
+    await produce_live(Settings(), CONFIG, rate=4_000.0, count=5_000, sink=plain)
+    clock: list[tuple[int, int]] = []  # (when the clock started, records sent by then)
+    await produce_live(
+        Settings(),
+        CONFIG,
+        rate=4_000.0,
+        count=5_000,
+        sink=ahead,
+        simulate_ahead=True,
+        on_start=lambda: clock.append((now_ms(), len(ahead.records))),
+    )
+    assert len(ahead.records) == 5_000
+    assert relative(ahead.records) == relative(plain.records)
+    # Stamped when sent, from the clock's start, not from when they were simulated.
+    (started_ms, sent_before), base = clock[0], _clock_base(ahead.records)
+    assert len(clock) == 1 and sent_before == 0
+    assert 0 <= started_ms - base < 100
+
+
+@pytest.mark.timeout(60)
+async def test_simulated_records_are_stamped_when_taken() -> None:
+    generator = EventGenerator(CONFIG, start_ms=EPOCH_MS)
+    generator.live = LiveTimeline(0, PacingSchedule(4_000.0))
+    batches = generator.simulate(2_500)
+    generator.live = LiveTimeline(1_000_000, PacingSchedule(4_000.0))  # the clock starts now
+    records = [r for batch in batches for r in batch]
+    assert len(records) >= 2_500 and [r.seq for r in records] == list(range(len(records)))
+    assert _clock_base(records) == 1_000_000
 
 
 @pytest.mark.timeout(60)
