@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 # 2: the pattern features (PATTERN_FEATURE_RULES) after the card ones; 3: then merchant risk
 FEATURE_SET_VERSION = 3
 
@@ -191,3 +193,10 @@ FraudRow = tuple[Any, ...]
 ``FRAUD_PATTERNS``, ``features.merchant_risk.append_merchant_risk`` then ``MERCHANT_RISK``)."""
 RecommendationRow = tuple[Any, ...]
 """Values in ``RECOMMENDATION_FEATURE_NAMES`` order."""
+
+FraudFeatureValues = msgspec.defstruct(
+    "FraudFeatureValues", [(name, float | None) for name in FRAUD_FEATURE_NAMES], frozen=True
+)
+"""A ``FraudRow`` as a struct, built positionally (``FraudFeatureValues(*row)``): it encodes
+to the same JSON as the dict of ``FRAUD_FEATURE_NAMES`` to values (the same keys in the same
+order) at half the cost, for the records that carry a row (feature rows, scores)."""

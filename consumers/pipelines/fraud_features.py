@@ -42,7 +42,7 @@ from consumers.scoring import (
 )
 from contracts.codec import encode
 from contracts.events import PatternAlert, Transaction, UserProfile
-from features.definitions import FRAUD_FEATURE_NAMES
+from features.definitions import FraudFeatureValues
 from features.fraud import FraudFeatureEngine
 from features.merchant_risk import append_merchant_risk
 from features.patterns import PatternEngine, load_rules
@@ -62,19 +62,14 @@ class FeatureRow(msgspec.Struct, frozen=True):
     computed_at: int
 
 
-# The writer's side of ``FeatureRow``: the features as a struct of the FRAUD columns instead of
-# a dict, built positionally from the engine's row. It encodes to the same JSON (the same keys
-# in the same order) at half the cost: no dict per row, field names encoded once per type.
-_FeatureValues = msgspec.defstruct(
-    "FraudFeatureValues", [(name, float | None) for name in FRAUD_FEATURE_NAMES], frozen=True
-)
-
-
 class _FeatureRowOut(msgspec.Struct, frozen=True):
+    """The writer's side of ``FeatureRow``: the same JSON, the features a
+    ``FraudFeatureValues`` instead of a dict."""
+
     event_id: str
     card_id: str
     event_time: int
-    features: msgspec.Struct  # a _FeatureValues
+    features: msgspec.Struct  # a FraudFeatureValues
     computed_at: int
 
 
@@ -83,7 +78,9 @@ def feature_row_payload(
 ) -> bytes:
     """The JSON of ``FeatureRow`` for a FRAUD row (its values in ``FRAUD_FEATURE_NAMES``
     order); a row of another length raises TypeError."""
-    return encode(_FeatureRowOut(event_id, card_id, event_time, _FeatureValues(*row), computed_at))
+    return encode(
+        _FeatureRowOut(event_id, card_id, event_time, FraudFeatureValues(*row), computed_at)
+    )
 
 
 class StoreWrites:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 import pytest
 
-from consumers.scoring import PendingScore, score_isolating_poison
-from contracts.events import AlertReason, Transaction
+from consumers.scoring import PendingScore, encode_rows, score_isolating_poison, score_outputs
+from contracts.codec import encode
+from contracts.events import AlertReason, FraudAlert, FraudScore, Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
 from rtml.errors import ModelError, ServiceUnavailable
 
@@ -87,3 +89,56 @@ async def test_a_model_failing_on_every_row_is_an_outage_not_poison() -> None:
 async def test_a_single_poison_row_is_dead_lettered() -> None:
     _, poisoned = await score_isolating_poison(RaisingModel({1.0}), pending([1.0]), None)
     assert [item.source for item, _ in poisoned] == ["record-0"]
+
+
+def _varied_row(seed: int) -> tuple[object, ...]:
+    return tuple(
+        None if (i + seed) % 4 == 0 else i * 7 if (i + seed) % 4 == 1 else i / 3 + 0.1 * seed
+        for i in range(len(FRAUD_FEATURE_NAMES))
+    )
+
+
+def test_score_records_are_exactly_the_fraud_score_json_and_alerts_cross_the_threshold() -> None:
+    batch = pending([1.0, 2.0, 3.0])
+    for i, item in enumerate(batch):
+        item.row = _varied_row(i)
+        item.partition = i % 2
+    answer = Answer("v7", np.asarray([0.2, 0.9, 1.3]), {1: [AlertReason("amount", 2.0, 1.5)]})
+    outputs = score_outputs(
+        batch, answer, threshold=0.5, scores_topic="scores", alerts_topic="alerts", scored_at=99
+    )
+    records = [r for p in sorted(outputs) for r in outputs[p]]
+    scores = {r.value: r for r in records if r.topic == "scores"}
+    for item, raw in zip(batch, [0.2, 0.9, 1.3], strict=True):
+        expected = FraudScore(
+            event_id=item.tx.event_id,
+            card_id="c",
+            score=min(raw, 1.0),
+            model_version="v7",
+            features=dict(zip(FRAUD_FEATURE_NAMES, item.row, strict=True)),
+            event_time=item.tx.event_time,
+            ingested_at=item.ingested_at,
+            scored_at=99,
+        )
+        assert encode(expected) in scores
+        assert msgspec.json.decode(encode(expected), type=FraudScore) == expected
+    alerts = sorted(
+        (msgspec.json.decode(r.value, type=FraudAlert) for r in records if r.topic == "alerts"),
+        key=lambda a: a.event_id,
+    )
+    assert [(a.event_id, a.score) for a in alerts] == [("e1", 0.9), ("e2", 1.0)]
+    assert alerts[0].reasons == [AlertReason("amount", 2.0, 1.5)]
+    assert alerts[0].features == dict(zip(FRAUD_FEATURE_NAMES, _varied_row(1), strict=True))
+    # Per input partition, in order: e0, e2 and its alert in 0; e1 and its alert in 1.
+    assert [r.topic for r in outputs[0]] == ["scores", "scores", "alerts"]
+    assert [r.topic for r in outputs[1]] == ["scores", "alerts"]
+
+
+def test_model_rows_are_float32_with_nan_for_null() -> None:
+    batch = pending([1.5, 2.5])
+    batch[1].row = _varied_row(0)
+    rows = encode_rows(batch)
+    assert rows.dtype == np.float32 and rows.shape == (2, len(FRAUD_FEATURE_NAMES))
+    expected = [[np.nan if v is None else v for v in item.row] for item in batch]
+    np.testing.assert_array_equal(rows, np.asarray(expected, dtype=np.float32))
+    assert encode_rows([]).shape == (0, len(FRAUD_FEATURE_NAMES))
