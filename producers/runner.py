@@ -93,12 +93,12 @@ async def produce_live(
     announced; see ``produce_profiles``), so the rate is activity and profile changes only. By
     default a user's profile is announced just before their first event, inside the stream.
 
-    ``simulate_ahead=True``: simulate every record before the clock starts (a few seconds per
-    million records, and their memory), and only stamp, encode and send them on schedule: a
-    load that shares the machine with the pipeline it measures then takes about a third of the
-    CPU (the e2e bench: the simulation was 0.38 of the 0.63 cores its process took at 20,000
-    records/s). The records are the same either way. ``on_start`` is called when the clock
-    starts, just before the first record is sent.
+    ``simulate_ahead=True``: simulate every record before the clock starts (~9 s and 0.45 GB
+    per million records here), and only stamp, encode and send them on schedule: a load that
+    shares the machine with the pipeline it measures takes less of it (the e2e bench at 20,000
+    records/s: the simulation had 60% of its process's py-spy samples, and the process took
+    0.40 - 0.44 cores with it ahead instead of 0.63). The records are the same either way.
+    ``on_start`` is called when the clock starts, just before the first record is sent.
 
     Event times are the wall clock: record ``k`` has ``start + k / rate`` (minus its delay when
     it is out of order or late). Raises ``ServiceUnavailable`` when Kafka cannot be reached.
