@@ -125,7 +125,7 @@ class EventGenerator:
         """Simulate the first ``count`` records (at least) now, and give them as ``batches()``
         would, each list stamped and encoded only when it is taken.
 
-        The simulation is most of the generator's CPU (~2/3 here): a live load that runs it
+        The simulation is most of the generator's CPU (about 3/4 here): a live load that runs it
         beforehand leaves the machine to what it feeds while it is sent. Set ``live`` first
         (the timeline decides the order); its ``base_ms`` may still change until the first
         list is taken.

@@ -125,14 +125,22 @@ async def _drain(ctx: BenchContext, round_: int) -> Sample:
     group = ConsumerGroup(settings, "fraud")
     try:
         await asyncio.to_thread(group.scale, ACTORS, max_members=workload.partitions)
+        meters: list[CpuMeter] = []  # made at ready: Ray titles an actor's worker once it runs
+
+        def ready(_: object) -> None:
+            meters.append(_cpu_meter(ctx))
+            meters[0].start()
+
         timing = await time_drain(
             "e2e/drain",
             group_probe(group, workload.partitions),
             workload.transactions,
             timeout_s=180.0 + workload.transactions / 1_000,
             interval_s=0.1,
+            on_ready=ready,
             min_events=workload.transactions // 5,
         )
+        cpu = meters[0].result() if meters else {}
         stats = await asyncio.to_thread(group.stats)
     finally:
         await asyncio.to_thread(group.stop)
@@ -143,6 +151,7 @@ async def _drain(ctx: BenchContext, round_: int) -> Sample:
         "startup_s": round(timing.startup_s, 2),
         "batches": sum(s["batches"] for s in stats),
         "failures": sum(s["failures"] for s in stats),
+        **_cpu_details(cpu, timing.events),
     }
     return Sample(round_, timing.rate, details)
 
@@ -309,7 +318,8 @@ def _cpu_meter(ctx: BenchContext) -> CpuMeter:
 
 
 def _cpu_details(cpu: dict[str, float], transactions: float) -> dict[str, float]:
-    """Cores per group over the counted part of a load, and the consumers' CPU per transaction."""
+    """Cores per group over the counted part (of a load, or the drain after ready), and the
+    consumers' CPU per transaction."""
     out = {k: round(v, 3) for k, v in cpu.items() if k.endswith("_cores")}
     if transactions and "consumers_cpu_s" in cpu:
         per_transaction = cpu["consumers_cpu_s"] / transactions * 1e6
