@@ -196,7 +196,7 @@ def score_outputs(
 
 class _FraudScoreOut(msgspec.Struct, frozen=True):
     """The writer's side of ``FraudScore``: the same JSON (fields in its order), the features a
-    ``FraudFeatureValues`` instead of a dict (7.2 -> 3.5 us per score here)."""
+    ``FraudFeatureValues`` instead of a dict (7.2 -> 3.5 - 3.8 us per score here)."""
 
     event_id: str
     card_id: str

@@ -124,10 +124,11 @@ async def produce_live(
     sink = sink or KafkaSink(settings, send_labels=send_labels)
     if not announce_profiles:
         generator.skip_announcements()
-    batches = generator.batches()
     if simulate_ahead:
         generator.live = LiveTimeline(now_ms(), schedule)  # the order; start_clock() sets the time
         batches = await asyncio.to_thread(generator.simulate, limit)
+    else:
+        batches = generator.batches()
     async with sink:
         elapsed, labels = await _pump(sink, batches, schedule, limit, report, start_clock)
     return _summary(sink, elapsed, labels, rate)
