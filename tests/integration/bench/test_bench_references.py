@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from bench.reference_features import new_state
 from bench.results import BenchResults
 from bench.runner import run_scenarios
 from bench.scenario import BenchContext
-from bench.scenarios import e2e_commit
+from bench.scenarios import e2e, e2e_commit
 from bench.scenarios.naive import NaiveScenario
 from bench.scenarios.peers import PEERS, PeersScenario
 from consumers.kafka_io import make_consumer
@@ -32,13 +33,22 @@ from rtml.settings import Settings
 
 
 def _context(
-    settings: Settings, tmp_path: Path, scenarios: tuple[str, ...], transactions: int
+    settings: Settings,
+    tmp_path: Path,
+    scenarios: tuple[str, ...],
+    transactions: int,
+    **sizes: Any,
 ) -> BenchContext:
     options = BenchOptions(
         mode="quick",
         scenarios=scenarios,
         sizes=replace(
-            QUICK, repeats=1, transactions=transactions, users=transactions // 2, actors=(1,)
+            QUICK,
+            repeats=1,
+            transactions=transactions,
+            users=transactions // 2,
+            actors=(1,),
+            **sizes,
         ),
         out=tmp_path,
         name="smoke",
@@ -174,3 +184,48 @@ async def _committed_records(settings: Settings, topic: str) -> int:
         return seen
     finally:
         await consumer.stop()
+
+
+async def test_drain_and_a_fixed_load_measure_the_pipeline_with_the_model(
+    stack_settings: Settings, ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``e2e/drain`` and ``e2e/load-<rate>`` on two actors and the real Serve app: the load's
+    generator simulates ahead, its warm-up and counted part start from the generator's clock,
+    every score is read with both latencies, and both cases measure the CPU of the actors."""
+    monkeypatch.setattr(e2e, "commit_cases", lambda scenario: [])  # measured in the test above
+    monkeypatch.setattr(e2e, "LIVE_USERS", 2_000)
+    rate, seconds, warmup = 200.0, 5.0, 2.0
+    ctx = _context(
+        stack_settings,
+        tmp_path,
+        ("e2e",),
+        20_000,  # the drain: several poll batches after the group is ready
+        loads=(rate,),
+        load_seconds=seconds,
+        load_warmup_seconds=warmup,
+    )
+    try:
+        async with asyncio.timeout(300):
+            failures = await run_scenarios(ctx, [e2e.E2EScenario()])
+    finally:
+        await _drop_topics(stack_settings, ctx.prefix)
+
+    assert failures == [], failures
+    by_name = {m.name: m for m in ctx.results.measurements}
+    [drain] = by_name["drain"].samples
+    assert drain.value > 0 and drain.details["failures"] == 0
+    assert drain.details["consumers_cores"] > 0  # the actors were found once ready
+    assert drain.details["consumers_cpu_us_per_transaction"] > 0
+    [load] = by_name[f"load-{rate:g}"].samples
+    details = load.details
+    # The load's rate is all records: a rare profile change replaces a transaction.
+    assert rate * (warmup + seconds) - 10 <= details["transactions"] <= rate * (warmup + seconds)
+    # One score per transaction; the generator's few malformed and late ones are dead letters.
+    assert details["sustained"]
+    assert 0.97 * details["transactions"] <= details["scores_read"] <= details["transactions"]
+    # Counted from the clock's start plus the warm-up: about the last `seconds` of traffic.
+    assert abs(details["scores_counted"] - rate * seconds) <= rate * 0.5
+    assert 0 < details["produced_p50_ms"] <= details["produced_p99_ms"]
+    assert details["visible_p99_ms"] >= details["produced_p99_ms"] > 0
+    assert details["consumers_cores"] > 0 and details["bench_cores"] > 0
+    assert "serve_app" in ctx.shared and not ctx.closers  # the app was deleted at the end
