@@ -199,7 +199,9 @@ async def test_drain_and_a_fixed_load_measure_the_pipeline_with_the_model(
         stack_settings,
         tmp_path,
         ("e2e",),
-        20_000,  # the drain: several poll batches after the group is ready
+        # The drain: the first actor takes every partition until the second joins (seconds
+        # on a busy machine, at ~15,000/s) and the group is ready; enough must be left then.
+        100_000,
         loads=(rate,),
         load_seconds=seconds,
         load_warmup_seconds=warmup,
