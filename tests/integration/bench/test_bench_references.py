@@ -159,16 +159,29 @@ async def test_commit_cases_commit_every_batch_both_ways(
             assert sample.value > 0 and sample.details["transactions"] == 10 * e2e_commit.SESSIONS
             assert sample.details["p99_ms"] >= sample.details["p50_ms"]
         per_kind = 2 * 12 * e2e_commit.SESSIONS * e2e_commit.RECORDS  # two cases, 12 cycles
-        assert await _committed_records(stack_settings, f"{topic}.out") == per_kind
+        assert await _committed_records(stack_settings, f"{topic}.out", per_kind) == per_kind
         # The changelog also holds each transaction's offset record.
-        changelog = await _committed_records(stack_settings, f"{topic}.log")
-        assert changelog == per_kind + 2 * 12 * e2e_commit.SESSIONS
+        per_log = per_kind + 2 * 12 * e2e_commit.SESSIONS
+        assert await _committed_records(stack_settings, f"{topic}.log", per_log) == per_log
     finally:
         await _drop_topics(stack_settings, ctx.prefix)
 
 
-async def _committed_records(settings: Settings, topic: str) -> int:
-    """How many records of ``topic`` a read_committed reader sees (its end: the LSO)."""
+async def _committed_records(settings: Settings, topic: str, expected: int) -> int:
+    """How many records of ``topic`` a read_committed reader sees, read again until that is
+    ``expected`` or 15 s passed. A commit returns once the coordinator logged it; the markers
+    that make the records visible (the LSO) are written to the partitions after that (KIP-98),
+    so a reader right after the last commit may not see its records yet."""
+    deadline = asyncio.get_running_loop().time() + 15.0
+    while True:
+        seen = await _read_committed(settings, topic)
+        if seen == expected or asyncio.get_running_loop().time() > deadline:
+            return seen
+        await asyncio.sleep(0.5)
+
+
+async def _read_committed(settings: Settings, topic: str) -> int:
+    """How many records of ``topic`` a read_committed reader sees now (its end: the LSO)."""
     consumer = make_consumer(settings, group_id=None, read_committed=True)
     await consumer.start()
     try:
