@@ -34,7 +34,7 @@ AUTOSCALE = AutoscaleSettings(
     scale_up_lag=2_000,
     scale_down_lag=0,
     target_drain_s=2.0,
-    upscale_cooldown_s=3.0,
+    upscale_cooldown_s=1.0,
     downscale_cooldown_s=4.0,
     downscale_utilization=1.0,
 )
@@ -55,9 +55,14 @@ async def test_backlog_scales_up_quiet_scales_down_every_event_once(
     settings = settings.model_copy(update={"rtml_autoscale": AUTOSCALE})
     topics = settings.rtml_topics
     await produce(producer, topics.user_profiles.name, profiles())
-    records, _ = transactions(24_000, seed=3)
-    # Small poll batches: one transaction per partition per 100 records keeps one actor slow
-    # enough that the backlog outlasts target_drain_s on any machine.
+    records, _ = transactions(64_000, seed=3)
+    # The burst is on the topic before the first actor starts, so the backlog does not depend
+    # on how fast the producer is next to the actor. Small poll batches (one transaction per
+    # partition per 100 records) keep one actor at a few thousand records/s here: 60,000
+    # outlast the upscale cooldown and target_drain_s many times over. A 20,000-record burst
+    # produced while the actor ran was drained before the cooldown ended once the pipeline
+    # got faster.
+    await produce(producer, topics.transactions.name, records[:60_000])
     group = ConsumerGroup(
         settings,
         "fraud",
@@ -71,7 +76,6 @@ async def test_backlog_scales_up_quiet_scales_down_every_event_once(
         autoscale_groups(settings, [group], stop, on_change=lambda _, d: changes.append(d))
     )
     try:
-        await produce(producer, topics.transactions.name, records[:20_000])  # the burst
 
         async def scaled_up() -> bool:
             return group.size > 1
@@ -86,7 +90,7 @@ async def test_backlog_scales_up_quiet_scales_down_every_event_once(
         await wait_until(back_to_one, 120, "the autoscaler to remove actors once drained")
         stop.set()
         await scaler  # a new burst now would scale up again: the tail is for one actor
-        await produce(producer, topics.transactions.name, records[20_000:])
+        await produce(producer, topics.transactions.name, records[60_000:])
         reference = await reference_rows(settings)
         feature_records = await read_committed(settings, topics.fraud_features.name, len(reference))
         check_rows(feature_records, reference)
