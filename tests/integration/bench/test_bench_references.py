@@ -202,12 +202,14 @@ async def _read_committed(settings: Settings, topic: str) -> int:
 async def test_drain_and_a_fixed_load_measure_the_pipeline_with_the_model(
     stack_settings: Settings, ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``e2e/drain`` and ``e2e/load-<rate>`` on two actors and the real Serve app: the load's
-    generator simulates ahead, its warm-up and counted part start from the generator's clock,
-    every score is read with both latencies, and both cases measure the CPU of the actors."""
+    """``e2e/drain`` and ``e2e/load-<rate>`` on two actors and the real Serve app, and the
+    latency configuration's load on one partition and one actor: the load's generator
+    simulates ahead, its warm-up and counted part start from the generator's clock, every
+    score is read with both latencies, and every case measures the CPU of the actors."""
     monkeypatch.setattr(e2e, "commit_cases", lambda scenario: [])  # measured in the test above
     monkeypatch.setattr(e2e, "LIVE_USERS", 2_000)
     rate, seconds, warmup = 200.0, 5.0, 2.0
+    monkeypatch.setattr(e2e, "LATENCY_TARGET_RATE", rate)  # the latency case at the same rate
     ctx = _context(
         stack_settings,
         tmp_path,
@@ -232,7 +234,17 @@ async def test_drain_and_a_fixed_load_measure_the_pipeline_with_the_model(
     assert drain.details["consumers_cores"] > 0  # the actors were found once ready
     assert drain.details["consumers_cpu_us_per_transaction"] > 0
     [load] = by_name[f"load-{rate:g}"].samples
-    details = load.details
+    [latency] = by_name[f"latency-{rate:g}"].samples
+    assert (load.details["partitions"], load.details["actors"]) == (ctx.options.partitions, 2)
+    assert (latency.details["partitions"], latency.details["actors"]) == (1, 1)
+    for details in (load.details, latency.details):
+        _check_load(details, rate, seconds, warmup)
+    assert "serve_app" in ctx.shared and not ctx.closers  # the app was deleted at the end
+    [check] = [c for c in ctx.results.checks if c.name.startswith("end-to-end p99")]
+    assert check.met is not None and "throughput configuration" in check.detail
+
+
+def _check_load(details: dict, rate: float, seconds: float, warmup: float) -> None:
     # The load's rate is all records: a rare profile change replaces a transaction.
     assert rate * (warmup + seconds) - 10 <= details["transactions"] <= rate * (warmup + seconds)
     # One score per transaction; the generator's few malformed and late ones are dead letters.
@@ -243,4 +255,3 @@ async def test_drain_and_a_fixed_load_measure_the_pipeline_with_the_model(
     assert 0 < details["produced_p50_ms"] <= details["produced_p99_ms"]
     assert details["visible_p99_ms"] >= details["produced_p99_ms"] > 0
     assert details["consumers_cores"] > 0 and details["bench_cores"] > 0
-    assert "serve_app" in ctx.shared and not ctx.closers  # the app was deleted at the end
