@@ -24,8 +24,8 @@ per poll batch, through the bench's Serve app: ``bench.serving``), exactly once.
   commits one transaction per input partition per cycle (the per-partition transactional ids
   fence zombies), so with 8 partitions on 2 actors a cycle of ~30 records costs four
   transactions and the two greedy loops keep both cores busy: the tail is the wait for the
-  CPU. One partition costs one transaction per cycle, and one actor leaves the machine a
-  third of a core idle at this rate. The loads above keep the throughput configuration.
+  CPU. One partition costs one transaction per cycle, and one actor leaves the machine about
+  half a core idle at this rate. The loads above keep the throughput configuration.
 
 The generator, the reader and the bench's bookkeeping share the 2 cores with the pipeline,
 Kafka, Redis and Serve. The generator simulates a load's transactions before its clock starts
@@ -88,8 +88,8 @@ class E2EScenario(Scenario):
     async def prepare(self, ctx: BenchContext) -> None:
         await bench_app(ctx)
         await ctx.transactions()
-        for prefix, partitions in _load_topics(ctx):
-            topics = scenario_topics(ctx.topic(prefix), partitions)
+        for config in _load_configs(ctx):
+            topics = scenario_topics(ctx.topic(config.prefix), config.partitions)
             await create_topics(ctx.stack.settings, topics.all())
         await prepare_commit(ctx)
 
@@ -119,7 +119,7 @@ class E2EScenario(Scenario):
         cases.append(
             Case(
                 self.name,
-                f"latency-{LATENCY_TARGET_RATE:g}",
+                _latency_name(),
                 f"end-to-end p99 (visible) at {LATENCY_TARGET_RATE:,.0f} tx/s, "
                 f"{LATENCY_PARTITIONS} input partition, {LATENCY_ACTORS} Ray actor",
                 "ms",
@@ -190,16 +190,20 @@ class LoadConfig:
     actors: int
 
 
+LATENCY_CONFIG = LoadConfig("e2e-latency", LATENCY_PARTITIONS, LATENCY_ACTORS)
+
+
 def _throughput_config(ctx: BenchContext) -> LoadConfig:
     return LoadConfig("e2e", ctx.options.partitions, ACTORS)
 
 
-def _latency_config(ctx: BenchContext) -> LoadConfig:
-    return LoadConfig("e2e-latency", LATENCY_PARTITIONS, LATENCY_ACTORS)
+def _load_configs(ctx: BenchContext) -> tuple[LoadConfig, LoadConfig]:
+    """The throughput configuration (``load-<rate>``) and the latency one (``latency-<rate>``)."""
+    return _throughput_config(ctx), LATENCY_CONFIG
 
 
-def _load_topics(ctx: BenchContext) -> list[tuple[str, int]]:
-    return [(c.prefix, c.partitions) for c in (_throughput_config(ctx), _latency_config(ctx))]
+def _latency_name() -> str:
+    return f"latency-{LATENCY_TARGET_RATE:g}"
 
 
 def _load_case(rate: float):
@@ -210,8 +214,8 @@ def _load_case(rate: float):
 
 
 async def _latency_case(ctx: BenchContext, round_: int) -> Sample:
-    case = f"e2e/latency-{LATENCY_TARGET_RATE:g}"
-    return await _load(ctx, round_, LATENCY_TARGET_RATE, case, _latency_config(ctx))
+    case = f"e2e/{_latency_name()}"
+    return await _load(ctx, round_, LATENCY_TARGET_RATE, case, LATENCY_CONFIG)
 
 
 async def _live_group(ctx: BenchContext, config: LoadConfig) -> tuple[Any, Any]:
@@ -496,7 +500,7 @@ def _latency_check(ctx: BenchContext) -> Check:
         f"< {LATENCY_TARGET_MS:.0f} ms (visible and produced, median over rounds; "
         f"{LATENCY_PARTITIONS} input partition, {LATENCY_ACTORS} actor)"
     )
-    latency = _case_samples(ctx, f"latency-{LATENCY_TARGET_RATE:g}")
+    latency = _case_samples(ctx, _latency_name())
     throughput = _load_samples(ctx).get(LATENCY_TARGET_RATE, [])
     if not latency:
         value = "not measured"
@@ -513,10 +517,11 @@ def _latency_check(ctx: BenchContext) -> Check:
     )
     if throughput:
         t_visible, t_produced = _p99_medians(throughput)
-        parts = throughput[0].details.get("partitions", ctx.options.partitions)
+        config = _throughput_config(ctx)
         detail += (
-            f"; the throughput configuration ({parts} partitions, {ACTORS} actors) at the same "
-            f"rate: visible {t_visible:,.1f} ms, produced {t_produced:,.1f} ms"
+            f"; the throughput configuration ({config.partitions} partitions, "
+            f"{config.actors} actors) at the same rate: visible {t_visible:,.1f} ms, "
+            f"produced {t_produced:,.1f} ms"
         )
     met = visible < LATENCY_TARGET_MS and produced < LATENCY_TARGET_MS
     return Check(name, target, value, met, detail)

@@ -41,7 +41,7 @@ def test_the_latency_configuration_runs_beside_the_loads_on_topics_of_its_own(
     names = [c.name for c in e2e.E2EScenario().cases(ctx)]
     assert names[-1] == "latency-2000"
     assert [n for n in names if n.startswith("load-")] == [f"load-{r:g}" for r in QUICK.loads]
-    topics = e2e._load_topics(ctx)
+    topics = [(c.prefix, c.partitions) for c in e2e._load_configs(ctx)]
     assert topics == [("e2e", ctx.options.partitions), ("e2e-latency", 1)]
 
 
