@@ -274,13 +274,17 @@ class Settings(BaseSettings):
     # Python's full garbage collections scan every container object: with 100k cards of state
     # (1.6M objects) one takes ~0.4 s, and they recur as the state grows, stalling the loop (at
     # 1M cards for longer than the group's session timeout). With rtml_gc_freeze the runner
-    # collects what each batch left and then freezes the heap, so collections only ever scan
-    # the batch in progress; false leaves Python's collector as it is.
+    # collects what the batches left and then freezes the heap, so collections never scan the
+    # state; false leaves Python's collector as it is.
     rtml_gc_freeze: bool = True
     # With rtml_gc_freeze, also unfreeze and run a full collection between batches every this
     # many seconds (cyclic garbage among frozen objects; the state itself is freed by reference
     # counting). It blocks the loop ~0.4 s per 100k cards: keep it off (0) with large state.
     rtml_gc_full_collection_s: float = Field(default=0.0, ge=0.0)
+    # With rtml_gc_freeze, Python's automatic collections are off in the consume loop and the
+    # runner collects (then freezes) between batches at most this often: 0 after every batch.
+    # Cyclic garbage (asyncio's, aiokafka's) waits at most this long to be freed.
+    rtml_gc_collect_interval_s: float = Field(default=1.0, ge=0.0)
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
     rtml_fraud_scoring: bool = True
     rtml_fraud_alert_threshold: float = Field(default=0.8, ge=0.0, le=1.0)

@@ -337,9 +337,10 @@ async def _measure_load(
         f"{details['produced_p50_ms']:.0f}/{details['produced_p95_ms']:.0f}/"
         f"{details['produced_p99_ms']:.0f} ms; lag max {details['lag_max']:,}, "
         f"{'sustained' if bounded else 'NOT sustained'}; per batch: "
-        f"{phases.get('records_per_batch', 0):.0f} records, poll/process/commit "
+        f"{phases.get('records_per_batch', 0):.0f} records, poll/process/commit/gc "
         f"{phases.get('poll_ms_per_batch', 0):.1f}/{phases.get('process_ms_per_batch', 0):.1f}/"
-        f"{phases.get('commit_ms_per_batch', 0):.1f} ms; cores: "
+        f"{phases.get('commit_ms_per_batch', 0):.1f}/"
+        f"{phases.get('gc_ms_per_batch', 0):.1f} ms; cores: "
         + ", ".join(
             f"{name} {details.get(f'{name}_cores', 0):.2f}"
             for name in ("consumers", "broker", "replicas", "redis", "bench", "machine")
@@ -400,7 +401,7 @@ def _phases(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[s
     out["records_per_batch"] = round(
         (total(after, "records") - total(before, "records")) / batches, 1
     )
-    for phase in ("poll", "process", "commit"):
+    for phase in ("poll", "process", "commit", "gc"):
         seconds = total(after, f"{phase}_seconds") - total(before, f"{phase}_seconds")
         out[f"{phase}_ms_per_batch"] = round(seconds / batches * 1000, 2)
     # Inside process, the pipeline's stages (they may overlap: the store write and the model call).

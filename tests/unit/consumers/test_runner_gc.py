@@ -1,6 +1,7 @@
-"""The runner's heap policy between batches (``rtml_gc_freeze``): what a batch left behind in
-reference cycles is collected, what survives is frozen, and the frozen heap is never scanned
-again unless a periodic full collection is configured."""
+"""The runner's heap policy (``rtml_gc_freeze``): between batches, at most every
+``rtml_gc_collect_interval_s``, what the batches left behind in reference cycles is collected and
+what survives is frozen, the frozen heap is never scanned again unless a periodic full
+collection is configured, and Python's automatic collections are off while a runner runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from consumers.runner import ConsumerRunner
+from consumers.runner import ConsumerRunner, automatic_gc
 from rtml.settings import Settings
 
 
@@ -51,13 +52,13 @@ def test_a_batch_s_cycles_are_collected_and_the_survivors_frozen() -> None:
 
 
 def test_without_a_full_collection_frozen_cycles_stay_until_one_is_configured() -> None:
-    r = runner()
+    r = runner(rtml_gc_collect_interval_s=0)
     r._collect_garbage()
     frozen_cycle = cycle()
     gc.freeze()  # as if the cycle had become garbage after being frozen with the state
     r._collect_garbage()
     assert frozen_cycle() is not None
-    due = runner(rtml_gc_full_collection_s=0.001)
+    due = runner(rtml_gc_full_collection_s=0.001, rtml_gc_collect_interval_s=0)
     due._next_full_gc = 0.0
     due._collect_garbage()
     assert frozen_cycle() is None
@@ -67,3 +68,40 @@ def test_gc_freeze_false_leaves_the_collector_alone() -> None:
     r = runner(rtml_gc_freeze=False)
     r._collect_garbage()
     assert gc.get_freeze_count() == 0
+
+
+def test_between_batches_it_collects_at_most_once_per_interval_and_after_a_restore_at_once() -> (
+    None
+):
+    r = runner(rtml_gc_collect_interval_s=3600)
+    r._collect_garbage()
+    garbage = cycle()
+    r._collect_garbage()  # within the interval: nothing scanned, nothing frozen
+    assert garbage() is not None
+    assert r.stats.gc_collections == 1
+    r._collect_garbage(now=True)  # after a restore
+    assert garbage() is None
+    assert r.stats.gc_collections == 2
+    assert r.stats.gc_seconds > 0
+
+
+def test_automatic_collections_are_off_while_any_runner_runs_and_on_after_the_last() -> None:
+    assert gc.isenabled()
+    with automatic_gc.paused(True):
+        assert not gc.isenabled()
+        with automatic_gc.paused(True):
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the first runner still runs
+    assert gc.isenabled()
+    with automatic_gc.paused(False):
+        assert gc.isenabled()
+
+
+def test_the_collector_stays_off_after_the_runners_when_it_was_off_before() -> None:
+    gc.disable()
+    try:
+        with automatic_gc.paused(True):
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
