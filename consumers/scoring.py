@@ -88,6 +88,13 @@ class ServeFraudScorer:
         return await self._deployment.call("score", FraudScoreRequest(rows, explain_threshold))
 
 
+def features_json(row: tuple[Any, ...]) -> msgspec.Raw:
+    """The JSON object of a FRAUD row (its values in ``FRAUD_FEATURE_NAMES`` order), encoded
+    once for both the feature row and the score record; a row of another length raises
+    TypeError."""
+    return msgspec.Raw(encode(FraudFeatureValues(*row)))
+
+
 @dataclass(slots=True)
 class PendingScore:
     """A transaction whose features are computed, waiting for its score."""
@@ -97,6 +104,11 @@ class PendingScore:
     row: tuple[Any, ...]
     ingested_at: int
     source: Any = None  # the input record (a poison row is dead-lettered with it)
+    features: msgspec.Raw | None = None  # ``features_json(row)``, when the caller has it
+
+    def __post_init__(self) -> None:
+        if self.features is None:
+            self.features = features_json(self.row)
 
 
 def encode_rows(pending: Sequence[PendingScore]) -> np.ndarray:
@@ -166,7 +178,7 @@ def score_outputs(
             tx.card_id,
             score,
             version,
-            FraudFeatureValues(*item.row),
+            item.features,
             tx.event_time,
             item.ingested_at,
             scored_at,
@@ -195,14 +207,15 @@ def score_outputs(
 
 
 class _FraudScoreOut(msgspec.Struct, frozen=True):
-    """The writer's side of ``FraudScore``: the same JSON (fields in its order), the features a
-    ``FraudFeatureValues`` instead of a dict (7.2 -> 3.5 - 3.8 us per score here)."""
+    """The writer's side of ``FraudScore``: the same JSON (fields in its order), the features
+    their JSON, encoded once with the feature row (``features_json``): 7.2 us per score as a
+    dict, 3.5 - 3.8 as a ``FraudFeatureValues``, 0.4 + the shared 1.3 as JSON here."""
 
     event_id: str
     card_id: str
     score: float
     model_version: str
-    features: msgspec.Struct  # a FraudFeatureValues
+    features: msgspec.Raw  # the JSON of a FraudFeatureValues
     event_time: int
     ingested_at: int
     scored_at: int

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -37,12 +37,12 @@ from consumers.scoring import (
     FraudScorerClient,
     PendingScore,
     ServeFraudScorer,
+    features_json,
     score_isolating_poison,
     score_outputs,
 )
 from contracts.codec import encode
 from contracts.events import PatternAlert, Transaction, UserProfile
-from features.definitions import FraudFeatureValues
 from features.fraud import FraudFeatureEngine
 from features.merchant_risk import append_merchant_risk
 from features.patterns import PatternEngine, load_rules
@@ -63,24 +63,21 @@ class FeatureRow(msgspec.Struct, frozen=True):
 
 
 class _FeatureRowOut(msgspec.Struct, frozen=True):
-    """The writer's side of ``FeatureRow``: the same JSON, the features a
-    ``FraudFeatureValues`` instead of a dict."""
+    """The writer's side of ``FeatureRow``: the same JSON, the features their JSON
+    (``features_json``, shared with the score record) instead of a dict."""
 
     event_id: str
     card_id: str
     event_time: int
-    features: msgspec.Struct  # a FraudFeatureValues
+    features: msgspec.Raw  # the JSON of a FraudFeatureValues
     computed_at: int
 
 
 def feature_row_payload(
-    event_id: str, card_id: str, event_time: int, row: tuple[Any, ...], computed_at: int
+    event_id: str, card_id: str, event_time: int, features: msgspec.Raw, computed_at: int
 ) -> bytes:
-    """The JSON of ``FeatureRow`` for a FRAUD row (its values in ``FRAUD_FEATURE_NAMES``
-    order); a row of another length raises TypeError."""
-    return encode(
-        _FeatureRowOut(event_id, card_id, event_time, FraudFeatureValues(*row), computed_at)
-    )
+    """The JSON of ``FeatureRow`` for the features of a FRAUD row (``features_json``)."""
+    return encode(_FeatureRowOut(event_id, card_id, event_time, features, computed_at))
 
 
 class StoreWrites:
@@ -323,9 +320,14 @@ class FraudFeaturesPipeline:
             for tx, row, source in zip(transactions, rows, sources, strict=True):
                 if row is None:
                     continue
+                features = features_json(row)
                 if scoring:
-                    pending.append(PendingScore(batch.partition, tx, row, source.timestamp, source))
-                payload = feature_row_payload(tx.event_id, tx.card_id, tx.event_time, row, now_ms)
+                    pending.append(
+                        PendingScore(batch.partition, tx, row, source.timestamp, source, features)
+                    )
+                payload = feature_row_payload(
+                    tx.event_id, tx.card_id, tx.event_time, features, now_ms
+                )
                 known = newest.get(tx.card_id)
                 if known is None or known[1] <= tx.event_time:
                     newest[tx.card_id] = (tx.card_id, tx.event_time, payload)

@@ -12,7 +12,7 @@ from bench.options import QUICK, BenchOptions
 from bench.results import BenchResults, Measurement, Sample
 from bench.scenario import BenchContext
 from bench.scenarios import e2e
-from rtml.settings import load_settings
+from rtml.settings import TopicSpec, load_settings
 
 
 def _context(tmp_path: Path, samples: dict[str, list[tuple[float, float]]]) -> BenchContext:
@@ -75,3 +75,10 @@ def test_latency_check_without_the_latency_case_is_undecided(tmp_path: Path) -> 
     assert check.met is None
     assert check.value == "not measured (with 2 actors: visible 90.0 ms, produced 70.0 ms)"
     assert e2e._latency_check(_context(tmp_path, {})).value == "not measured"
+
+
+def test_the_score_reader_reads_every_partition_up_to_the_threshold_and_a_share_above() -> None:
+    topic = TopicSpec(name="fraud-scores", partitions=8)
+    assert e2e.read_partitions(e2e.READ_ALL_UP_TO, topic) == list(range(8))
+    assert e2e.read_partitions(20_000, topic) == [0, 1]
+    assert e2e.read_partitions(20_000, TopicSpec(name="fraud-scores", partitions=1)) == [0]

@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from consumers.pipelines.fraud_features import FeatureRow, feature_row_payload
+from consumers.scoring import features_json
 from contracts.codec import encode
 from features.definitions import FRAUD_FEATURE_NAMES
 
@@ -26,7 +27,7 @@ def test_payload_equals_the_feature_row_encoding(seed: int) -> None:
             "e-1", "card-9", 1_700_000_000_123, dict(zip(FRAUD_FEATURE_NAMES, row, strict=True)), 42
         )
     )
-    payload = feature_row_payload("e-1", "card-9", 1_700_000_000_123, row, 42)
+    payload = feature_row_payload("e-1", "card-9", 1_700_000_000_123, features_json(row), 42)
     assert payload == expected
     decoded = msgspec.json.decode(payload, type=FeatureRow)
     assert list(decoded.features) == list(FRAUD_FEATURE_NAMES)
@@ -38,4 +39,4 @@ def test_a_row_of_another_length_is_refused(delta: int) -> None:
     row = _row(0)
     row = row[:-1] if delta < 0 else (*row, 1.0)
     with pytest.raises(TypeError):
-        feature_row_payload("e-1", "card-9", 1, row, 2)
+        features_json(row)

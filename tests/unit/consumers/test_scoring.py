@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 import numpy as np
@@ -99,10 +99,10 @@ def _varied_row(seed: int) -> tuple[object, ...]:
 
 
 def test_score_records_are_exactly_the_fraud_score_json_and_alerts_cross_the_threshold() -> None:
-    batch = pending([1.0, 2.0, 3.0])
-    for i, item in enumerate(batch):
-        item.row = _varied_row(i)
-        item.partition = i % 2
+    batch = [
+        replace(item, row=_varied_row(i), partition=i % 2, features=None)
+        for i, item in enumerate(pending([1.0, 2.0, 3.0]))
+    ]
     answer = Answer("v7", np.asarray([0.2, 0.9, 1.3]), {1: [AlertReason("amount", 2.0, 1.5)]})
     outputs = score_outputs(
         batch, answer, threshold=0.5, scores_topic="scores", alerts_topic="alerts", scored_at=99
