@@ -28,7 +28,8 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds ``pid`` has used (all its threads)."""
+    """User + system CPU seconds ``pid`` has used (all its threads), with those of its children
+    that ended and were waited for (Redis's AOF rewrites run in a forked child)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -36,7 +37,8 @@ def cpu_seconds(pid: int) -> float | None:
     # The command name (field 2) may hold spaces; the fields after its closing ")" do not.
     fields = stat[stat.rfind(")") + 2 :].split()
     try:
-        return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+        # utime, stime, cutime, cstime (fields 14 - 17)
+        return sum(int(f) for f in fields[11:15]) / _TICKS
     except (IndexError, ValueError):
         return None
 

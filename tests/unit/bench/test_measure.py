@@ -6,6 +6,9 @@ The probes here are scripted; nothing sleeps for long and no duration is asserte
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 
 import pytest
 
@@ -79,6 +82,17 @@ def test_process_counters_of_this_process() -> None:
     assert (cpu_seconds(os.getpid()) or 0) > 0
     assert rss_bytes(2**22 + 12345) is None  # beyond pid_max: no such process
     assert cpu_seconds(2**22 + 12345) is None
+
+
+def test_cpu_seconds_include_the_children_that_ended() -> None:
+    """Redis's AOF rewrites run in a forked child: its CPU counts for the server."""
+    before_self = cpu_seconds(os.getpid()) or 0.0
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert child > 0.05
+    assert (cpu_seconds(os.getpid()) or 0.0) - before_self >= 0.8 * child
 
 
 def test_cpu_meter_reports_cores_per_group() -> None:

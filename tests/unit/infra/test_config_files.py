@@ -191,6 +191,9 @@ def test_redis_config_is_loopback_aof_everysec(tmp_path: Path) -> None:
     assert config["port"] == "16379"
     assert config["appendonly"] == "yes"
     assert config["appendfsync"] == "everysec"
+    # Overwrites of the same keys: rewritten at 5x the last rewrite, not at 2x (Redis's default).
+    assert config["auto-aof-rewrite-percentage"] == "400"
+    assert config["auto-aof-rewrite-min-size"] == "256mb"
     assert config["daemonize"] == "yes"
     assert config["pidfile"] == str(settings.redis_data_dir / "redis.pid")
     assert config["dir"] == str(settings.redis_data_dir)
