@@ -24,12 +24,12 @@ to its offset.
 
 Garbage collection (``rtml_gc_freeze``): the keyed state is millions of long-lived container
 objects, and a full collection of them stalls the loop for hundreds of ms per 100k keys (at 1M
-cards, for longer than the group's session timeout: the member is dropped). Between batches,
-at most every ``rtml_gc_collect_interval_s``, the runner collects the objects allocated since
-the last freeze (the batches' own cyclic garbage; frozen objects are not scanned) and freezes
-the heap, so no collection ever scans the state. While the loop runs, Python's automatic
-collections are off: they only rescanned the batch in progress (each object about a dozen
-times), 9% of an actor's CPU at 20,000 tx/s, and the collection after every small batch cost
+cards, for longer than the group's session timeout: the member is dropped). At most every
+``rtml_gc_collect_interval_s``, between batches and on idle or failed turns of the loop, the
+runner collects the objects allocated since the last freeze (the loop's own cyclic garbage;
+frozen objects are not scanned) and freezes the heap, so no collection ever scans the state.
+While the loop runs, Python's automatic collections are off: they only rescanned the batch in
+progress, 9% of an actor's CPU at 20,000 tx/s, and the collection after every small batch cost
 ~1.6 ms a cycle at 2,000 tx/s. Cyclic garbage waits at most the interval; state a key drops is
 freed by reference counting, frozen or not. A periodic full collection
 (``rtml_gc_full_collection_s``) is off by default.
@@ -235,6 +235,8 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
                     await self._recover(consumer)
+                # Every turn, idle or failing ones too: the automatic collections are off.
+                self._collect_garbage()
         finally:
             async with self._lock:
                 await self._settle_commits(raise_errors=False)
@@ -293,7 +295,6 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     prefetch.cancel()
                     await asyncio.wait([prefetch])
                     end_cancelled_fetches(consumer)  # the prefetch's getmany, if it waited
-            self._collect_garbage()
 
     async def _process_and_commit(
         self,

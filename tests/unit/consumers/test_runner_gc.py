@@ -105,3 +105,46 @@ def test_the_collector_stays_off_after_the_runners_when_it_was_off_before() -> N
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class IdleConsumer:
+    """Just enough of an AIOKafkaConsumer for a loop that never gets records."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def subscribe(self, topics: list[str], listener: object) -> None: ...
+
+    def assignment(self) -> set[object]:
+        return set()
+
+
+async def test_an_idle_loop_collects_with_the_automatic_collector_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No batch ever comes, yet what the idle turns leave in cycles is collected."""
+
+    async def nothing() -> None: ...
+
+    pipeline = SimpleNamespace(
+        group_id="g", input_topic="t", changelog_topic=None, start=nothing, stop=nothing
+    )
+    r = ConsumerRunner(Settings(rtml_gc_collect_interval_s=0), pipeline)  # type: ignore[arg-type]
+    monkeypatch.setattr("consumers.runner.make_consumer", lambda *a, **k: IdleConsumer())
+    garbage: list[weakref.ref[Node]] = []
+    enabled: list[bool] = []
+
+    async def idle_turn(consumer: object) -> None:
+        enabled.append(gc.isenabled())
+        if garbage:
+            assert garbage[-1]() is None  # collected after the previous idle turn
+        garbage.append(cycle())
+        if len(garbage) == 3:
+            r.stop()
+
+    monkeypatch.setattr(r, "_poll_once", idle_turn)
+    await r.run()
+    assert enabled == [False, False, False]
+    assert gc.isenabled()
+    assert r.stats.gc_collections >= 3
