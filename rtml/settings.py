@@ -282,7 +282,8 @@ class Settings(BaseSettings):
     # counting). It blocks the loop ~0.4 s per 100k cards: keep it off (0) with large state.
     rtml_gc_full_collection_s: float = Field(default=0.0, ge=0.0)
     # With rtml_gc_freeze, Python's automatic collections are off in the consume loop and the
-    # runner collects (then freezes) between batches at most this often: 0 after every batch.
+    # runner collects (then freezes) at the end of a turn of its loop (a batch, an idle poll, a
+    # recovery) at most this often: 0 every turn.
     # Cyclic garbage (asyncio's, aiokafka's) waits at most this long to be freed.
     rtml_gc_collect_interval_s: float = Field(default=1.0, ge=0.0)
     # Score transactions with the FraudScorer deployment of the Serve app ``rtml_serve_app``.
