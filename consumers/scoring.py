@@ -103,12 +103,8 @@ class PendingScore:
     tx: Transaction
     row: tuple[Any, ...]
     ingested_at: int
+    features: msgspec.Raw  # ``features_json(row)``: the JSON the score record embeds
     source: Any = None  # the input record (a poison row is dead-lettered with it)
-    features: msgspec.Raw | None = None  # ``features_json(row)``, when the caller has it
-
-    def __post_init__(self) -> None:
-        if self.features is None:
-            self.features = features_json(self.row)
 
 
 def encode_rows(pending: Sequence[PendingScore]) -> np.ndarray:

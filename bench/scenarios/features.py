@@ -386,7 +386,7 @@ class _PhaseClock:
             started = time.perf_counter()
             self._counting = started >= self.since and not self._stopped
             if self._counting and self.first is None:
-                self.first = min(started, self._cycle_started or started)
+                self.first = self._cycle_started or started
             try:
                 return await process(batches)
             finally:

@@ -42,7 +42,7 @@ from consumers.kafka_io import make_producer
 from consumers.pipelines.dead_letters import DeadLetters
 from consumers.pipelines.fraud_features import FeatureRow
 from consumers.profile_table import ProfileTable
-from consumers.scoring import PendingScore, encode_rows, score_outputs
+from consumers.scoring import PendingScore, encode_rows, features_json, score_outputs
 from contracts.codec import EventDecoder, encode
 from contracts.events import Transaction
 from features.definitions import FRAUD_CARD, FRAUD_FEATURE_NAMES
@@ -171,7 +171,7 @@ class NaivePipeline:
         features = dict(zip(FRAUD_FEATURE_NAMES, row, strict=True))
         payload = encode(FeatureRow(tx.event_id, tx.card_id, tx.event_time, features, now_ms))
         await self._store.write(FRAUD_GROUP, [(tx.card_id, tx.event_time, payload)])
-        pending = [PendingScore(record.partition, tx, row, record.timestamp)]
+        pending = [PendingScore(record.partition, tx, row, record.timestamp, features_json(row))]
         request = FraudScoreRequest(encode_rows(pending), self._threshold)
         response = await self._handle.score.remote(request)
         outputs = score_outputs(

@@ -323,7 +323,7 @@ class FraudFeaturesPipeline:
                 features = features_json(row)
                 if scoring:
                     pending.append(
-                        PendingScore(batch.partition, tx, row, source.timestamp, source, features)
+                        PendingScore(batch.partition, tx, row, source.timestamp, features, source)
                     )
                 payload = feature_row_payload(
                     tx.event_id, tx.card_id, tx.event_time, features, now_ms

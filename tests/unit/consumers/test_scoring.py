@@ -8,7 +8,13 @@ import msgspec
 import numpy as np
 import pytest
 
-from consumers.scoring import PendingScore, encode_rows, score_isolating_poison, score_outputs
+from consumers.scoring import (
+    PendingScore,
+    encode_rows,
+    features_json,
+    score_isolating_poison,
+    score_outputs,
+)
 from contracts.codec import encode
 from contracts.events import AlertReason, FraudAlert, FraudScore, Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
@@ -56,7 +62,7 @@ def pending(amounts: list[float]) -> list[PendingScore]:
             channel="pos",
         )
         row = tuple(amount if j == AMOUNT else None for j in range(len(FRAUD_FEATURE_NAMES)))
-        out.append(PendingScore(0, tx, row, i, source=f"record-{i}"))
+        out.append(PendingScore(0, tx, row, i, features_json(row), source=f"record-{i}"))
     return out
 
 
@@ -99,10 +105,10 @@ def _varied_row(seed: int) -> tuple[object, ...]:
 
 
 def test_score_records_are_exactly_the_fraud_score_json_and_alerts_cross_the_threshold() -> None:
-    batch = [
-        replace(item, row=_varied_row(i), partition=i % 2, features=None)
-        for i, item in enumerate(pending([1.0, 2.0, 3.0]))
-    ]
+    batch = []
+    for i, item in enumerate(pending([1.0, 2.0, 3.0])):
+        row = _varied_row(i)
+        batch.append(replace(item, row=row, partition=i % 2, features=features_json(row)))
     answer = Answer("v7", np.asarray([0.2, 0.9, 1.3]), {1: [AlertReason("amount", 2.0, 1.5)]})
     outputs = score_outputs(
         batch, answer, threshold=0.5, scores_topic="scores", alerts_topic="alerts", scored_at=99

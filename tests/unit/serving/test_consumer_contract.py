@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from consumers.scoring import PendingScore, encode_rows, score_outputs
+from consumers.scoring import PendingScore, encode_rows, features_json, score_outputs
 from contracts.events import AlertReason, Transaction
 from features.definitions import FRAUD_FEATURE_NAMES
 from serving.protocol import FraudScoreRequest, FraudScoreResponse
@@ -25,7 +25,8 @@ def test_consumer_rows_and_our_response_fit_together() -> None:
         channel="pos",
     )
     row = tuple(None if i == 10 else float(i) for i in range(len(FRAUD_FEATURE_NAMES)))
-    pending = [PendingScore(0, tx, row, 1), PendingScore(1, tx, row, 1)]
+    features = features_json(row)
+    pending = [PendingScore(0, tx, row, 1, features), PendingScore(1, tx, row, 1, features)]
     request = FraudScoreRequest(encode_rows(pending), 0.8)  # what the consumer sends
     assert request.rows.shape == (2, len(FRAUD_FEATURE_NAMES))
     reason = AlertReason("amount", 10.0, 1.5)
