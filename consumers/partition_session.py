@@ -31,7 +31,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,7 +83,11 @@ class PartitionProcessor(Protocol):
     """The keyed state and logic of one input partition (features; scoring sits on top)."""
 
     def restore(self, key: bytes, value: bytes | None) -> None:
-        """Apply one changelog record (the latest state of ``key``, None: no state)."""
+        """Take one changelog record (the latest value of ``key``, None: a tombstone)."""
+
+    def finish_restore(self) -> Iterator[int]:
+        """Every record is in: build the state, yielding between chunks of keys how many of
+        the chunk's keys have state (the caller lets its event loop run in between)."""
 
     def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
         """The serialized state of every key touched since the last drain (None: expired)."""
@@ -342,7 +346,7 @@ async def restore_changelog(
     """Replay a changelog partition (read_committed, to its end) into ``processor``.
 
     Only the last record per key matters (it is compacted), so records are folded first and
-    each key is restored once. Returns the number of keys with state, and the input offset the
+    each record is applied once. Returns the number of keys with state, and the input offset the
     state covers (None: the changelog has no offset record).
     """
     reader = await start_client(
@@ -361,12 +365,14 @@ async def restore_changelog(
     finally:
         await reader.stop()
     covers = latest.pop(OFFSET_KEY, None)
-    restored = 0
     for count, (key, value) in enumerate(latest.items(), 1):
         processor.restore(key, value)
-        restored += value is not None
         if count % RESTORE_SLICE_KEYS == 0:
             await _between_restore_slices(settings)
+    restored = 0
+    for keys in processor.finish_restore():
+        restored += keys
+        await _between_restore_slices(settings)
     return restored, int(covers) if covers else None
 
 

@@ -10,10 +10,21 @@ so a wheel never holds more than ~1024 buckets of the horizon, however many keys
 When the watermark passes ``bucket end + horizon`` every key of that bucket has no state any
 future (non-late) event could see, and is dropped (and reported as touched, so the consumer
 writes a tombstone): at most one bucket after its horizon.
+
+The changelog (``changelog``, ``restore_record``, ``finish_restore``). An engine whose state is
+a time-sorted buffer plus a little else (cards, patterns: ``_sliced``) writes a touched key as a
+head record and the buffer's changed slices (``features.state.SLICE_MS`` of event time each),
+like the time-keyed segments of Kafka Streams' window stores: the bytes written per event stay
+the same however long the buffer grows. Each slice record holds exactly the live entries of its
+slice; a slice whose entries were all trimmed gets a tombstone. A key with a short buffer (at
+most ``WHOLE_MAX_ENTRIES``, most cards) is written as one whole-state record until it grows
+past that. Other engines write one whole-state record per key.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from sys import getsizeof
 from typing import Any, Generic, TypeVar
@@ -23,10 +34,23 @@ import msgspec
 from features.config import FeatureConfig
 from features.definitions import MINUTE_MS
 from features.errors import PartitionNotAssigned, StateDecodeError
-from features.state import PartitionMetaV1, encoder, partition_meta_decoder
+from features.state import (
+    SLICE_KEY_PREFIX,
+    SLICE_MS,
+    PartitionMetaV1,
+    encoder,
+    partition_meta_decoder,
+)
 
 NO_TIME = -(1 << 62)
 """The clock and watermark of a partition that has processed nothing: nothing is late."""
+
+CLEAN = 1 << 62
+"""``KeyState.low`` of a sliced key whose buffer gained nothing since the last changelog drain."""
+
+WHOLE_MAX_ENTRIES = 8
+"""A key is written as one whole-state record while its buffer holds at most this many entries
+(cheaper to encode than a head and a slice); past it, as a head and slices, for good."""
 
 _MIN_BUCKET_MS = MINUTE_MS
 _WHEEL_BUCKETS = 1_024  # buckets per horizon, at most
@@ -38,13 +62,21 @@ _COMPACT_MIN_MOVES = 4_096
 
 
 class KeyState:
-    """Per-key state base: ``last`` is the key's greatest event time, ``bucket`` its wheel slot."""
+    """Per-key state base: ``last`` is the key's greatest event time, ``bucket`` its wheel slot.
 
-    __slots__ = ("bucket", "last")
+    For the sliced changelog: ``low``, the earliest event time added to the buffer since the
+    last drain (``CLEAN``: none), or ``NO_TIME`` while the key is written whole (it has no
+    slice records); ``dead``, the slices entries were trimmed from since the last drain (kept
+    only while tracking).
+    """
+
+    __slots__ = ("bucket", "dead", "last", "low")
 
     def __init__(self) -> None:
         self.last = NO_TIME
         self.bucket: int | None = None
+        self.low = NO_TIME
+        self.dead: list[int] | None = None
 
 
 S = TypeVar("S", bound=KeyState)
@@ -55,6 +87,7 @@ class Partition(Generic[S]):
 
     __slots__ = (
         "extra",
+        "gone",
         "id",
         "idle_base",
         "keys",
@@ -62,6 +95,7 @@ class Partition(Generic[S]):
         "max_time",
         "moves",
         "next_sweep",
+        "pending",
         "swept_below",
         "touched",
         "watermark",
@@ -81,6 +115,8 @@ class Partition(Generic[S]):
         self.last_event_at = now_ms  # processing time of the last batch, for advance_idle
         self.idle_base = NO_TIME  # max_time when that batch ended
         self.extra: Any = None  # engine-specific per-partition data
+        self.gone: dict[str, list[int]] = {}  # swept keys' slices, until the changelog drain
+        self.pending: dict[str, list[Any]] = {}  # restore: key -> [head, [(slice, data)]]
 
 
 @dataclass(slots=True)
@@ -99,17 +135,28 @@ class KeyedEngine(Generic[S]):
     _horizon_ms: int
     _bucket_ms: int  # the expiry wheel's bucket width
 
+    #: True for engines that write the sliced changelog (they implement the slice hooks).
+    _sliced = False
+
     def __init__(self, config: FeatureConfig | None = None) -> None:
         self.config = config if config is not None else FeatureConfig()
         self._lateness = self.config.allowed_lateness_ms
         self._parts: dict[int, Partition[S]] = {}
+        # Whether trims and expiry remember the slices they empty, for ``changelog``. Off until
+        # a partition is assigned with a changelog: an offline replay would keep them forever.
+        self._track = False
 
     # -- partitions -------------------------------------------------------------------------
 
-    def assign(self, partition: int, *, now_ms: int | None = None) -> None:
-        """Start owning ``partition`` with empty state (restore it next, if it has a changelog)."""
+    def assign(self, partition: int, *, now_ms: int | None = None, changelog: bool = False) -> None:
+        """Start owning ``partition`` with empty state (restore it next, if it has a changelog).
+
+        ``changelog``: its state will be written with ``changelog`` (the engine then tracks
+        the slices it changes, for all its partitions)."""
         if partition < 0:
             raise ValueError(f"partition must be >= 0, got {partition}")
+        if changelog:
+            self._track = True
         if partition not in self._parts:
             self._parts[partition] = Partition(partition, now_ms)
 
@@ -237,10 +284,13 @@ class KeyedEngine(Generic[S]):
             else:
                 due = range(part.swept_below, limit + 1)
             keys, touched = part.keys, part.touched
+            sliced = self._sliced and self._track
             for bucket in due:
                 for key in wheel.pop(bucket, ()):
-                    del keys[key]
+                    st = keys.pop(key)
                     touched.add(key)
+                    if sliced:
+                        self._note_gone(part, key, st)
             part.swept_below = limit + 1
         part.next_sweep = (limit + 2) * width - 1 + horizon
 
@@ -308,6 +358,136 @@ class KeyedEngine(Generic[S]):
         part.last_event_at = now_ms
         part.next_sweep = NO_TIME  # re-evaluate expiry at the next batch
 
+    # -- changelog --------------------------------------------------------------------------
+
+    def changelog(self, partition: int, prefix: bytes = b"") -> list[tuple[bytes, bytes | None]]:
+        """The changelog records of every key touched since the last call (None: a tombstone).
+
+        Keys are ``prefix`` + the key (and, for slices, ``prefix`` + ``slice_key``); restore
+        them with ``restore_record`` (prefix removed), then ``finish_restore``. Write the
+        partition's clock beside them (``serialize_partition``).
+        """
+        part = self._partition(partition)
+        touched = list(part.touched)
+        part.touched.clear()
+        if not self._sliced:
+            return [
+                (prefix + key.encode("utf-8"), self.serialize(partition, key)) for key in touched
+            ]
+        out: list[tuple[bytes, bytes | None]] = []
+        add = out.append
+        keys, gone, wm = part.keys, part.gone, part.watermark
+        trim, whole, head, encode_slice, entry_times = (
+            self._trim,
+            self._encode,
+            self._encode_head,
+            self._encode_slice,
+            self._entry_times,
+        )
+        width, fmt = SLICE_MS, _SLICE_FMT
+        for key in touched:
+            kb = key.encode("utf-8")
+            dead = gone.pop(key, None) if gone else None
+            st = keys.get(key)
+            if st is not None:
+                if wm != NO_TIME and trim(st, wm):
+                    self._forget(part, key)
+                    dead = _union(dead, st.dead)
+                    st = None
+                elif st.dead:
+                    dead = _union(dead, st.dead)
+                    st.dead = None
+            if st is None:
+                add((prefix + kb, None))
+                out.extend((fmt % (prefix, s, kb), None) for s in sorted(set(dead or ())))
+                continue
+            times = entry_times(st)
+            low = st.low
+            if low == NO_TIME and len(times) <= WHOLE_MAX_ENTRIES:
+                add((prefix + kb, whole(st)))  # a small key: one record, no slices
+                continue
+            add((prefix + kb, head(st)))
+            if low == CLEAN:
+                written: list[int] = []
+            else:
+                # Every slice from the one of the earliest entry added since the last drain.
+                st.low = CLEAN
+                n = len(times)
+                s = low // width
+                i = bisect_left(times, s * width)
+                if dead is None and i < n and times[-1] < (s + 1) * width:  # the usual: one slice
+                    add((fmt % (prefix, s, kb), encode_slice(st, i, n)))
+                    continue
+                written = []
+                while i < n:
+                    s = times[i] // width
+                    j = bisect_left(times, (s + 1) * width, i)
+                    add((fmt % (prefix, s, kb), encode_slice(st, i, j)))
+                    written.append(s)
+                    i = j
+            if dead:
+                for s in sorted(set(dead).difference(written)):
+                    i = bisect_left(times, s * width)
+                    j = bisect_left(times, (s + 1) * width, i)
+                    add((fmt % (prefix, s, kb), encode_slice(st, i, j) if j > i else None))
+        return out
+
+    def restore_record(self, partition: int, key: bytes, data: bytes | None) -> None:
+        """Take one changelog record written by ``changelog`` (its prefix removed); the states
+        are built by ``finish_restore``, once every record of the partition is in."""
+        if not self._sliced:
+            self.restore(partition, key.decode("utf-8"), data)
+            return
+        pending = self._partition(partition).pending
+        if key.startswith(SLICE_KEY_PREFIX):
+            try:
+                colon = key.index(b":", len(SLICE_KEY_PREFIX))
+                s = int(key[len(SLICE_KEY_PREFIX) : colon])
+            except ValueError as exc:
+                raise StateDecodeError(partition, None, f"bad slice key {key!r}") from exc
+            if data:
+                entry = pending.setdefault(key[colon + 1 :].decode("utf-8"), [None, []])
+                entry[1].append((s, data))
+        else:
+            pending.setdefault(key.decode("utf-8"), [None, []])[0] = data
+
+    def finish_restore(self, partition: int, chunk: int = 2_000) -> Iterator[int]:
+        """Build the states ``restore_record`` collected, ``chunk`` keys at a time: yields after
+        each chunk how many of its keys have state (a caller on an event loop lets it run).
+
+        Slices without a head (none is written so) are ignored: the key has no state."""
+        part = self._partition(partition)
+        pending, part.pending = part.pending, {}
+        restored = 0
+        for count, (key, (head, slices)) in enumerate(pending.items(), 1):
+            self._forget(part, key)
+            if head:
+                slices.sort()
+                try:
+                    st = self._decode_parts(head, [data for _, data in slices])
+                except (msgspec.DecodeError, ValueError) as exc:
+                    raise StateDecodeError(partition, key, str(exc)) from exc
+                part.keys[key] = st
+                self._rebucket(part, key, st)
+                restored += 1
+            if count % chunk == 0:
+                yield restored
+                restored = 0
+        yield restored
+
+    def _note_dropped(self, st: S, times: Sequence[int], k: int) -> None:
+        """``times[:k]`` are leaving ``st``'s buffer: remember their slices for the changelog."""
+        if self._track and k and st.low != NO_TIME:
+            st.dead = _slices(times, k, st.dead)
+
+    def _note_gone(self, part: Partition[S], key: str, st: S) -> None:
+        """``key`` left the partition (expired): its slice records need tombstones."""
+        if st.low == NO_TIME:
+            return  # written whole: it has no slice records
+        times = self._entry_times(st)
+        dead = _union(_slices(times, len(times), None), st.dead)
+        part.gone[key] = _union(part.gone.get(key), dead) or []
+
     # -- subclass hooks ---------------------------------------------------------------------
 
     def _trim(self, st: S, watermark: int) -> bool:
@@ -319,3 +499,48 @@ class KeyedEngine(Generic[S]):
 
     def _decode(self, data: bytes) -> S:
         raise NotImplementedError
+
+    # Sliced engines only.
+
+    def _entry_times(self, st: S) -> Sequence[int]:
+        """The event times of the key's buffer, sorted."""
+        raise NotImplementedError
+
+    def _encode_head(self, st: S) -> bytes:
+        """The key's state without its buffer."""
+        raise NotImplementedError
+
+    def _encode_slice(self, st: S, lo: int, hi: int) -> bytes:
+        """Buffer entries ``lo:hi`` (one slice)."""
+        raise NotImplementedError
+
+    def _decode_parts(self, head: bytes, slices: list[bytes]) -> S:
+        """A key's state from its head (or a whole-state record) and its slices, in order."""
+        raise NotImplementedError
+
+
+_SLICE_FMT = b"%b" + SLICE_KEY_PREFIX + b"%d:%b"  # prefix, slice, key
+
+
+def slice_key(s: int, key: bytes, prefix: bytes = b"") -> bytes:
+    """The changelog key of slice ``s`` of ``key``'s buffer."""
+    return _SLICE_FMT % (prefix, s, key)
+
+
+def _slices(times: Sequence[int], k: int, into: list[int] | None) -> list[int]:
+    """``into`` plus the distinct slices of ``times[:k]`` (sorted times)."""
+    out = [] if into is None else into
+    i = 0
+    while i < k:
+        s = times[i] // SLICE_MS
+        out.append(s)
+        i = bisect_left(times, (s + 1) * SLICE_MS, i, k)
+    return out
+
+
+def _union(a: list[int] | None, b: list[int] | None) -> list[int] | None:
+    if not a:
+        return b
+    if not b:
+        return a
+    return a + b

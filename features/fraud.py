@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from math import asin, cos, radians, sin, sqrt
 
 from contracts.events import Transaction, UserProfile
-from features._engine import NO_TIME, BatchResult, KeyedEngine, KeyState
+from features._engine import CLEAN, NO_TIME, BatchResult, KeyedEngine, KeyState
 from features.config import FeatureConfig
 from features.definitions import (
     DAY_MS,
@@ -38,7 +38,15 @@ from features.definitions import (
     SPEED_MIN_SECONDS,
     FraudRow,
 )
-from features.state import CardStateV1, CardStateV2, card_state_decoder, encoder
+from features.state import (
+    CardHeadV3,
+    CardSliceV3,
+    CardStateV1,
+    CardStateV2,
+    card_slice_decoder,
+    card_state_decoder,
+    encoder,
+)
 
 _MIN_SCALE = 64  # 2**-64 resolution holds every amount >= 2**-11 exactly; finer ones rescale
 _DIAMETER_KM = 2.0 * EARTH_RADIUS_KM
@@ -116,7 +124,11 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
     """Fraud features of transactions, keyed by card_id, for the partitions it is assigned.
 
     Not thread-safe; one engine per consumer actor. Rows follow ``features.definitions.FRAUD_CARD``.
+    The changelog is sliced (``features._engine``): a head (``CardHeadV3``) and slices of the
+    buffer (``CardSliceV3``).
     """
+
+    _sliced = True
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
         super().__init__(config)
@@ -184,7 +196,7 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                 if times[0] <= wm - day:
                     self._trim(st, wm)
                 elif len(times) >= cap:
-                    _trim_to(st, times[len(times) - cap], wm - prev_horizon)
+                    self._trim_to(st, times[len(times) - cap], wm - prev_horizon)
             elif st.anchor is not None and st.anchor[0] <= wm - prev_horizon:
                 st.anchor = None
             merchants = st.merchants
@@ -300,6 +312,8 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
                     mcount[merchant] = mcount.get(merchant, 0) + 1
                 else:
                     st.lo24 += 1
+            if t < st.low:
+                st.low = t
             touched.add(key)
 
             add_row(
@@ -330,8 +344,44 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
     # -- state hooks ------------------------------------------------------------------------
 
     def _trim(self, st: CardState, watermark: int) -> bool:
-        _trim_to(st, watermark - DAY_MS, watermark - self._prev_horizon)
+        self._trim_to(st, watermark - DAY_MS, watermark - self._prev_horizon)
         return not st.times and st.anchor is None
+
+    def _trim_to(self, st: CardState, cut: int, anchor_cut: int) -> None:
+        """Drop buffered transactions with event_time <= ``cut``; the newest becomes the anchor.
+        Expire the anchor when its event_time <= ``anchor_cut``."""
+        times = st.times
+        k = bisect_right(times, cut)
+        if k:
+            self._note_dropped(st, times, k)
+            merchants = st.merchants
+            st.anchor = (times[k - 1], st.lat[k - 1], st.lon[k - 1])
+            lo24 = st.lo24
+            if lo24 < k:  # dropping entries the merchant counts still hold
+                mcount = st.mcount
+                for m in merchants[lo24:k]:
+                    c = mcount[m] - 1
+                    if c:
+                        mcount[m] = c
+                    else:
+                        del mcount[m]
+                st.lo24 = 0
+            else:
+                st.lo24 = lo24 - k
+            del times[:k]
+            del st.amounts[:k]
+            del st.lat[:k]
+            del st.lon[:k]
+            del merchants[:k]
+            del st.prefix[:k]
+            if not times:
+                st.prefix = [0]
+                st.scale = _MIN_SCALE
+                st.div = 1 << _MIN_SCALE
+                st.unit = _unit(_MIN_SCALE)
+        anchor = st.anchor
+        if anchor is not None and anchor[0] <= anchor_cut:
+            st.anchor = None
 
     def _encode(self, st: CardState) -> bytes:
         return encoder.encode(
@@ -348,9 +398,54 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
 
     def _decode(self, data: bytes) -> CardState:
         rec = card_state_decoder.decode(data)
+        if isinstance(rec, CardHeadV3):
+            raise ValueError("a card state head without its slices (use finish_restore)")
+        return self._build(rec)
+
+    def _entry_times(self, st: CardState) -> array:  # type: ignore[type-arg]
+        return st.times
+
+    def _encode_head(self, st: CardState) -> bytes:
+        return encoder.encode(CardHeadV3(st.last, st.anchor))
+
+    def _encode_slice(self, st: CardState, lo: int, hi: int) -> bytes:
+        return encoder.encode(
+            CardSliceV3(
+                times=_packed(st.times[lo:hi]),
+                amounts=_packed(st.amounts[lo:hi]),
+                lat=_packed(st.lat[lo:hi]),
+                lon=_packed(st.lon[lo:hi]),
+                merchants=st.merchants[lo:hi],
+            )
+        )
+
+    def _decode_parts(self, head: bytes, slices: list[bytes]) -> CardState:
+        rec = card_state_decoder.decode(head)
+        if not isinstance(rec, CardHeadV3):
+            return self._build(rec)  # a whole-state record (written before the slices)
+        parts = [card_slice_decoder.decode(data) for data in slices]
+        return self._build(
+            CardStateV2(
+                last=rec.last,
+                times=b"".join(p.times for p in parts),
+                amounts=b"".join(p.amounts for p in parts),
+                lat=b"".join(p.lat for p in parts),
+                lon=b"".join(p.lon for p in parts),
+                merchants=[m for p in parts for m in p.merchants],
+                anchor=rec.anchor,
+            ),
+            sliced=True,
+        )
+
+    def _build(self, rec: CardStateV1 | CardStateV2, *, sliced: bool = False) -> CardState:
+        """The engine's state from a decoded record (validated: it may come from anywhere).
+
+        A key restored from a whole-state record is written whole until its buffer grows."""
         if isinstance(rec, CardStateV1):
             rec = _upgrade(rec)
         st = CardState()
+        if sliced:
+            st.low = CLEAN
         st.last = rec.last
         for column, raw in (
             (st.times, rec.times),
@@ -421,42 +516,6 @@ def _upgrade(rec: CardStateV1) -> CardStateV2:
         merchants=rec.merchants,
         anchor=anchor,
     )
-
-
-def _trim_to(st: CardState, cut: int, anchor_cut: int) -> None:
-    """Drop buffered transactions with event_time <= ``cut``; the newest becomes the anchor.
-    Expire the anchor when its event_time <= ``anchor_cut``."""
-    times = st.times
-    k = bisect_right(times, cut)
-    if k:
-        merchants = st.merchants
-        st.anchor = (times[k - 1], st.lat[k - 1], st.lon[k - 1])
-        lo24 = st.lo24
-        if lo24 < k:  # dropping entries the merchant counts still hold
-            mcount = st.mcount
-            for m in merchants[lo24:k]:
-                c = mcount[m] - 1
-                if c:
-                    mcount[m] = c
-                else:
-                    del mcount[m]
-            st.lo24 = 0
-        else:
-            st.lo24 = lo24 - k
-        del times[:k]
-        del st.amounts[:k]
-        del st.lat[:k]
-        del st.lon[:k]
-        del merchants[:k]
-        del st.prefix[:k]
-        if not times:
-            st.prefix = [0]
-            st.scale = _MIN_SCALE
-            st.div = 1 << _MIN_SCALE
-            st.unit = _unit(_MIN_SCALE)
-    anchor = st.anchor
-    if anchor is not None and anchor[0] <= anchor_cut:
-        st.anchor = None
 
 
 def fraud_row_dict(row: FraudRow) -> dict[str, float | None]:

@@ -101,8 +101,8 @@ class RecommendationFeatureEngine(KeyedEngine[UserState]):
         self._set_horizon(self._history)  # >= 30 min + lateness, checked by FeatureConfig
         self._cap = self.config.max_events_per_key
 
-    def assign(self, partition: int, *, now_ms: int | None = None) -> None:
-        super().assign(partition, now_ms=now_ms)
+    def assign(self, partition: int, *, now_ms: int | None = None, changelog: bool = False) -> None:
+        super().assign(partition, now_ms=now_ms, changelog=changelog)
         part = self._parts[partition]
         if part.extra is None:
             part.extra = {}  # slice start -> (category counts, item counts) since last drain

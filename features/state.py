@@ -16,6 +16,13 @@ import msgspec
 PARTITION_META_KEY = "\x00partition-meta"
 """Changelog key suggested for ``serialize_partition`` records (no entity key starts with NUL)."""
 
+SLICE_MS = 60_000
+"""Width of a changelog slice (event time). Part of the format: slice records are keyed by
+``t // SLICE_MS``, so changing it needs a new format version."""
+
+SLICE_KEY_PREFIX = b"\x00s"
+"""A slice record's changelog key: ``SLICE_KEY_PREFIX + b"<slice>:" + entity key``."""
+
 
 class PartitionMetaV1(msgspec.Struct, array_like=True, tag="p1"):
     """A partition's event-time clock (None: nothing processed yet)."""
@@ -59,6 +66,27 @@ class CardStateV2(msgspec.Struct, array_like=True, tag="f2"):
     anchor: tuple[int, float, float] | None
 
 
+class CardHeadV3(msgspec.Struct, array_like=True, tag="f3"):
+    """One card's fraud state without its buffer, which is in ``CardSliceV3`` records.
+
+    The sliced changelog (``features._engine``): a touched card writes this head and only the
+    slices of its buffer that changed, so the bytes per event do not grow with the buffer.
+    """
+
+    last: int
+    anchor: tuple[int, float, float] | None
+
+
+class CardSliceV3(msgspec.Struct, array_like=True, tag="fs3"):
+    """The buffered transactions of one card in one changelog slice, columns as in V2."""
+
+    times: bytes
+    amounts: bytes
+    lat: bytes
+    lon: bytes
+    merchants: list[str]
+
+
 class UserStateV1(msgspec.Struct, array_like=True, tag="r1"):
     """One user's recommendation state.
 
@@ -82,5 +110,6 @@ class UserStateV1(msgspec.Struct, array_like=True, tag="r1"):
 
 encoder = msgspec.msgpack.Encoder()
 partition_meta_decoder = msgspec.msgpack.Decoder(PartitionMetaV1)
-card_state_decoder = msgspec.msgpack.Decoder(CardStateV1 | CardStateV2)
+card_state_decoder = msgspec.msgpack.Decoder(CardStateV1 | CardStateV2 | CardHeadV3)
+card_slice_decoder = msgspec.msgpack.Decoder(CardSliceV3)
 user_state_decoder = msgspec.msgpack.Decoder(UserStateV1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -233,6 +234,9 @@ async def _commit_txn(
 class _Stateless:
     def restore(self, key: bytes, value: bytes | None) -> None:
         return None
+
+    def finish_restore(self) -> Iterator[int]:
+        yield 0
 
     def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
         return []

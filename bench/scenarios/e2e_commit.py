@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from aiokafka import TopicPartition
@@ -72,6 +73,9 @@ class _Changes:
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         pass
+
+    def finish_restore(self) -> Iterator[int]:
+        yield 0
 
     def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
         return [(b"card-%d" % i, self.value) for i in range(RECORDS)]

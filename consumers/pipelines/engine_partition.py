@@ -1,13 +1,15 @@
 """One input partition's view of a shared feature engine, as the runner's PartitionProcessor.
 
 An actor keeps one engine (fraud or recommendations) for all its partitions; this adapter maps
-the changelog protocol onto it: one record per touched key (its serialized state, None when it
-expired) plus the partition's clock under ``PARTITION_META_KEY``.
+the changelog protocol onto it: the engine's records for its touched keys (``changelog``: a
+whole state per key, or a head and the changed slices of its buffer) plus the partition's clock
+under ``PARTITION_META_KEY``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from features.state import PARTITION_META_KEY
@@ -20,7 +22,7 @@ class EnginePartition:
         self.engine = engine
         self.partition = partition
         engine.revoke(partition)  # a reopened partition starts empty, then restores
-        engine.assign(partition, now_ms=time.time_ns() // 1_000_000)
+        engine.assign(partition, now_ms=time.time_ns() // 1_000_000, changelog=True)
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == META_KEY:
@@ -28,15 +30,14 @@ class EnginePartition:
                 now_ms = time.time_ns() // 1_000_000
                 self.engine.restore_partition(self.partition, value, now_ms=now_ms)
         else:
-            self.engine.restore(self.partition, key.decode("utf-8"), value)
+            self.engine.restore_record(self.partition, key, value)
+
+    def finish_restore(self) -> Iterator[int]:
+        return self.engine.finish_restore(self.partition)  # type: ignore[no-any-return]
 
     def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:
-        engine, partition = self.engine, self.partition
-        changes: list[tuple[bytes, bytes | None]] = [
-            (key.encode("utf-8"), engine.serialize(partition, key))
-            for key in engine.drain_touched(partition)
-        ]
-        changes.append((META_KEY, engine.serialize_partition(partition)))
+        changes: list[tuple[bytes, bytes | None]] = self.engine.changelog(self.partition)
+        changes.append((META_KEY, self.engine.serialize_partition(self.partition)))
         return changes
 
     def close(self) -> None:

@@ -8,6 +8,8 @@ and leaves the previous profile in place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from consumers.partition_session import OutRecord, PartitionProcessor
 from consumers.pipelines.dead_letters import DeadLetters
 from consumers.runner import PartitionBatch
@@ -23,6 +25,9 @@ DELETE_ALWAYS = 2**62  # a tombstone has no time: it deletes whatever is stored
 
 class _Stateless:
     def restore(self, key: bytes, value: bytes | None) -> None:
+        raise AssertionError("the profiles materializer has no changelog")
+
+    def finish_restore(self) -> Iterator[int]:
         raise AssertionError("the profiles materializer has no changelog")
 
     def drain_changelog(self) -> list[tuple[bytes, bytes | None]]:

@@ -26,14 +26,21 @@ from math import asin, cos, radians, sin, sqrt
 from typing import Any
 
 from contracts.events import Transaction, UserProfile
-from features._engine import NO_TIME, KeyedEngine, KeyState
+from features._engine import CLEAN, NO_TIME, KeyedEngine, KeyState
 from features.config import FeatureConfig
 from features.definitions import EARTH_RADIUS_KM, PATTERN_FEATURE_RULES
 from features.patterns.compiler import PROFILE_CHANGE, TRANSACTION, CompiledRules
 from features.patterns.language import RuleError, RuleSet
 from features.patterns.nfa import Run, advance
-from features.patterns.state import PatternStateV1, PatternStateV2, pattern_state_decoder
-from features.state import encoder
+from features.patterns.state import (
+    PatternHeadV3,
+    PatternSliceV3,
+    PatternStateV1,
+    PatternStateV2,
+    pattern_slice_decoder,
+    pattern_state_decoder,
+)
+from features.state import SLICE_MS, encoder
 
 # A buffered event: (event_time, kind, condition mask, event id).
 Event = tuple[int, int, int, str]
@@ -106,8 +113,11 @@ class PatternEngine(KeyedEngine[PatternState]):
     """Pattern features and matches of transactions, keyed by card_id. One per consumer actor.
 
     ``process_batch`` takes the transactions and the rows ``FraudFeatureEngine`` computed for
-    them (None for late ones: the two engines share clock and lateness, so they agree).
+    them (None for late ones: the two engines share clock and lateness, so they agree). The
+    changelog is sliced (``features._engine``): ``PatternHeadV3`` and ``PatternSliceV3``.
     """
+
+    _sliced = True
 
     def __init__(
         self,
@@ -231,7 +241,10 @@ class PatternEngine(KeyedEngine[PatternState]):
         the matches it completed."""
         times, events = st.times, st.events
         event = (t, kind, mask, event_id)
+        if t < st.low:
+            st.low = t
         if len(times) >= self._cap:
+            self._note_dropped(st, times, 1)
             del times[0]
             del events[0]
         if not times or t >= times[-1]:
@@ -289,6 +302,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         times = st.times
         k = bisect_right(times, watermark - self._span)
         if k:
+            self._note_dropped(st, times, k)
             del times[:k]
             del st.events[:k]
         empty = not times and st.profile is None
@@ -315,16 +329,48 @@ class PatternEngine(KeyedEngine[PatternState]):
 
     def _decode(self, data: bytes) -> PatternState:
         rec = pattern_state_decoder.decode(data)
+        if isinstance(rec, PatternHeadV3):
+            raise ValueError("a pattern state head without its slices (use finish_restore)")
+        return self._build(rec)
+
+    def _entry_times(self, st: PatternState) -> list[int]:
+        return st.times
+
+    def _encode_head(self, st: PatternState) -> bytes:
+        return encoder.encode(
+            PatternHeadV3(self.rules.fingerprint, st.last, st.runs, st.done, st.profile)
+        )
+
+    def _encode_slice(self, st: PatternState, lo: int, hi: int) -> bytes:
+        return encoder.encode(PatternSliceV3(st.events[lo:hi]))
+
+    def _decode_parts(self, head: bytes, slices: list[bytes]) -> PatternState:
+        rec = pattern_state_decoder.decode(head)
+        if not isinstance(rec, PatternHeadV3):
+            return self._build(rec)  # a whole-state record (written before the slices)
+        events = [e for data in slices for e in pattern_slice_decoder.decode(data).events]
+        whole = PatternStateV2(rec.rules, rec.last, events, rec.runs, rec.done, rec.profile)
+        return self._build(whole, sliced=True)
+
+    def _build(self, rec: PatternStateV1 | PatternStateV2, *, sliced: bool = False) -> PatternState:
+        """The engine's state from a decoded record (validated: it may come from anywhere).
+
+        A key restored from a whole-state record is written whole until its buffer grows."""
         if isinstance(rec, PatternStateV1):
             rec = _upgrade(rec)
         n_rules = len(self._rules)
         st = PatternState(n_rules)
+        if sliced:
+            st.low = CLEAN
         st.last = rec.last
         st.profile = rec.profile
         if rec.rules != self.rules.fingerprint:
             # Written under another rule set: its masks and runs mean nothing here. Keep the
-            # profile (rule-independent); matches start afresh.
+            # profile (rule-independent); matches start afresh. Its slice records go at its
+            # next drain.
             self.reset_keys += 1
+            if sliced:
+                st.dead = sorted({e[0] // SLICE_MS for e in rec.events})
             return st
         events = rec.events
         times = [e[0] for e in events]

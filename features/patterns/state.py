@@ -55,4 +55,22 @@ class PatternStateV2(msgspec.Struct, array_like=True, tag="c2"):
     profile: tuple[int, float, float] | None
 
 
-pattern_state_decoder = msgspec.msgpack.Decoder(PatternStateV1 | PatternStateV2)
+class PatternHeadV3(msgspec.Struct, array_like=True, tag="c3"):
+    """One card's pattern state without its event buffer, which is in ``PatternSliceV3``
+    records (the sliced changelog, ``features._engine``). Fields as in V2."""
+
+    rules: str
+    last: int
+    runs: list[list[tuple[int, int, int, tuple[str, ...]]]]
+    done: list[list[int]]
+    profile: tuple[int, float, float] | None
+
+
+class PatternSliceV3(msgspec.Struct, array_like=True, tag="cs3"):
+    """The buffered events of one card in one changelog slice, oldest first (as V2's)."""
+
+    events: list[tuple[int, int, int, str]]
+
+
+pattern_state_decoder = msgspec.msgpack.Decoder(PatternStateV1 | PatternStateV2 | PatternHeadV3)
+pattern_slice_decoder = msgspec.msgpack.Decoder(PatternSliceV3)

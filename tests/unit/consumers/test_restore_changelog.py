@@ -53,6 +53,9 @@ class Processor:
     def restore(self, key: bytes, value: bytes | None) -> None:
         self.keys.append(key)
 
+    def finish_restore(self) -> Iterator[int]:
+        yield len(self.keys)
+
 
 @pytest.fixture(autouse=True)
 def thawed() -> Iterator[None]:

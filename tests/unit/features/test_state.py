@@ -1,8 +1,9 @@
 """State snapshots: restoring a partition from its changelog gives bit-identical features.
 
-The changelog is simulated as a compacted topic: after each batch the consumer writes
-``serialize(key)`` for every key ``drain_touched`` reports (None: a tombstone) and the
-partition's metadata; a crash restores a fresh engine from the latest value of every key.
+The changelog is simulated as a compacted topic: after each batch the consumer writes the
+engine's ``changelog`` records (None: a tombstone) and the partition's metadata; a crash
+restores a fresh engine from the latest value of every key (``restore_record``, then
+``finish_restore``). After every batch the log must restore to exactly the live state.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from typing import Any
 import msgspec
 import pytest
 
+from features._engine import WHOLE_MAX_ENTRIES, slice_key
 from features.aggregates import GlobalViews
 from features.config import FeatureConfig
 from features.errors import StateDecodeError
 from features.fraud import FraudFeatureEngine
 from features.partitioner import partition_for_key
+from features.patterns import PatternEngine
+from features.patterns.language import load_rules
 from features.recommendations import RecommendationFeatureEngine
-from features.state import PARTITION_META_KEY, CardStateV1, CardStateV2
+from features.state import PARTITION_META_KEY, SLICE_MS, CardStateV1, CardStateV2
 
 META = PARTITION_META_KEY
 
@@ -40,26 +44,40 @@ class Changelog:
     """A compacted changelog: the latest record per (partition, key)."""
 
     def __init__(self) -> None:
-        self.records: dict[int, dict[str, bytes]] = {}
+        self.records: dict[int, dict[bytes, bytes]] = {}
+        self.written = 0  # records written (tombstones included)
 
-    def flush(self, engine: Any, partition: int) -> None:
+    def flush(self, engine: Any, partition: int) -> list[tuple[bytes, bytes | None]]:
         log = self.records.setdefault(partition, {})
-        for key in engine.drain_touched(partition):
-            value = engine.serialize(partition, key)
+        changes = engine.changelog(partition)
+        for key, value in changes:
             if value is None:
                 log.pop(key, None)
             else:
                 log[key] = value
-        log[META] = engine.serialize_partition(partition)
+        self.written += len(changes)
+        log[META.encode()] = engine.serialize_partition(partition)
+        return changes
 
     def restore(self, engine: Any, partition: int) -> None:
-        engine.assign(partition)
+        engine.assign(partition, changelog=True)
         log = self.records.get(partition, {})
-        if META in log:
-            engine.restore_partition(partition, log[META])
+        if META.encode() in log:
+            engine.restore_partition(partition, log[META.encode()])
         for key, value in log.items():
-            if key != META:
-                engine.restore(partition, key, value)
+            if key != META.encode():
+                engine.restore_record(partition, key, value)
+        for _ in engine.finish_restore(partition, chunk=3):
+            pass
+
+
+def assert_same_state(live: Any, restored: Any, partition: int) -> None:
+    """Every key's whole state (``_encode``) is the same in both engines."""
+    assert sorted(live.keys(partition)) == sorted(restored.keys(partition))
+    for key in live.keys(partition):
+        a = live._partition(partition).keys[key]
+        b = restored._partition(partition).keys[key]
+        assert live._encode(a) == restored._encode(b), key
 
 
 def split(
@@ -87,12 +105,16 @@ def check_restore(
         for fraction in crash_points:
             crash = int(len(events) * fraction) // batch * batch
             engine = make()
-            engine.assign(p)
+            engine.assign(p, changelog=True)
             log = Changelog()
             got = []
             for i in range(0, crash, batch):
                 got.extend(process(engine, p, events[i : i + batch]))
                 log.flush(engine, p)
+                if fraction == 1.0:  # the log holds exactly the live state after every batch
+                    mirror = make()
+                    log.restore(mirror, p)
+                    assert_same_state(engine, mirror, p)
             engine = make()  # the crash: a fresh engine, restored from the changelog
             log.restore(engine, p)
             for i in range(crash, len(events), batch):
@@ -209,3 +231,82 @@ def test_tombstone_removes_a_key() -> None:
     engine.restore(0, "k", None)
     assert engine.keys(0) == []
     assert engine.serialize(0, "k") is None
+
+
+def test_a_busy_card_writes_its_head_and_newest_slice_only(streams: Any) -> None:
+    """The bytes a touched card writes do not grow with its buffer (the sliced changelog)."""
+    engine = FraudFeatureEngine()
+    engine.assign(0, changelog=True)
+    base = msgspec.structs.replace(streams.transactions(random.Random(5), 1)[0], card_id="k")
+    t0 = 1_700_000_000_000
+    sizes = []
+    for i in range(400):  # one every 10 s: 400 buffered over 40 slices
+        t = t0 + i * 10_000
+        engine.process_batch(0, [msgspec.structs.replace(base, event_time=t)], {})
+        changes = Changelog().flush(engine, 0)
+        if i < WHOLE_MAX_ENTRIES:  # a short buffer: one whole-state record
+            assert [key for key, _ in changes] == [b"k"]
+        elif i > WHOLE_MAX_ENTRIES:  # then its head and the slice that changed
+            assert [key for key, _ in changes] == [b"k", slice_key(t // SLICE_MS, b"k")]
+            sizes.append(sum(len(value or b"") for _, value in changes))
+    assert len(engine._partition(0).keys["k"].times) == 400
+    assert max(sizes) < 400
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_event_cap_keeps_the_log_exact(streams: Any, seed: int) -> None:
+    """The cap drops a card's oldest entries (any slice, out of order): the log follows."""
+    config = FeatureConfig(max_events_per_key=100)
+    rng = random.Random(seed)
+    events = streams.transactions(rng, 700, cards=1, ooo=0.3)
+    t0 = 1_700_000_000_000
+    events = [  # one every 7 s, every third up to 4 minutes out of order
+        msgspec.structs.replace(
+            tx, event_time=t0 + i * 7_000 - rng.randrange(240_000) * (i % 3 == 0)
+        )
+        for i, tx in enumerate(events)
+    ]
+    rules = load_rules()
+
+    def make() -> Any:
+        return FraudFeatureEngine(config), PatternEngine(rules, config)
+
+    live = make()
+    logs = (Changelog(), Changelog())
+    for engine in live:
+        engine.assign(0, changelog=True)
+    for i in range(0, len(events), 9):
+        batch = events[i : i + 9]
+        rows = live[0].process_batch(0, batch, {}).rows
+        live[1].process_batch(0, batch, rows, {})
+        mirror = make()
+        for engine, twin, log in zip(live, mirror, logs, strict=True):
+            log.flush(engine, 0)
+            log.restore(twin, 0)
+            assert_same_state(engine, twin, 0)
+    assert len(live[0]._partition(0).keys["card-0"].times) <= 100
+
+
+def test_whole_state_records_upgrade_to_slices(streams: Any) -> None:
+    """A changelog of whole-state records (before the slices) restores, and a restored card's
+    first write puts its whole buffer into slices: the log then restores without the old."""
+    events = streams.transactions(random.Random(9), 400, cards=3)
+    old = FraudFeatureEngine(CONFIGS[0])
+    old.assign(0)
+    old.process_batch(0, events[:200], {})
+    log = Changelog()
+    records = log.records.setdefault(0, {})
+    for key in old.drain_touched(0):
+        value = old.serialize(0, key)
+        if value is not None:
+            records[key.encode()] = value
+    records[META.encode()] = old.serialize_partition(0)
+    engine = FraudFeatureEngine(CONFIGS[0])
+    log.restore(engine, 0)
+    assert_same_state(old, engine, 0)
+    for i in range(200, len(events), 9):
+        engine.process_batch(0, events[i : i + 9], {})
+        log.flush(engine, 0)
+        mirror = FraudFeatureEngine(CONFIGS[0])
+        log.restore(mirror, 0)
+        assert_same_state(engine, mirror, 0)

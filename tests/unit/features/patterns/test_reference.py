@@ -24,6 +24,8 @@ from features.patterns.engine import ProfileChange, profile_change_id
 from features.patterns.nfa import advance
 from features.state import PARTITION_META_KEY
 
+META = PARTITION_META_KEY.encode()
+
 T0 = 1_700_000_000_000
 CONFIG = FeatureConfig()
 PLACES = [(48.8566, 2.3522), (40.7128, -74.0060), (51.5074, -0.1278), (48.86, 2.36)]
@@ -115,9 +117,9 @@ class Outcome:
 def run_engine(events: list[Any], seed: int, restore: bool) -> Outcome:
     rng = random.Random(seed)
     fraud, patterns = FraudFeatureEngine(CONFIG), PatternEngine(RULES, CONFIG, feature_rules=NAMES)
-    fraud.assign(0)
-    patterns.assign(0)
-    changelog: dict[tuple[int, str], bytes] = {}
+    fraud.assign(0, changelog=restore)
+    patterns.assign(0, changelog=restore)
+    changelog: dict[tuple[int, bytes], bytes] = {}
     table: dict[str, UserProfile] = {}
     outcome = Outcome()
     pending: list[Transaction] = []
@@ -141,21 +143,29 @@ def run_engine(events: list[Any], seed: int, restore: bool) -> Outcome:
             # The consumer's protocol: touched keys (None = tombstone) and the clock, then a
             # fresh pair of engines restored from the compacted log.
             for slot, engine in enumerate((fraud, patterns)):
-                for key in engine.drain_touched(0):
-                    value = engine.serialize(0, key)
+                for key, value in engine.changelog(0):
                     if value is None:
                         changelog.pop((slot, key), None)
                     else:
                         changelog[(slot, key)] = value
-                changelog[(slot, PARTITION_META_KEY)] = engine.serialize_partition(0)
+                changelog[(slot, META)] = engine.serialize_partition(0)
+            live = (fraud, patterns)
             fraud = FraudFeatureEngine(CONFIG)
             patterns = PatternEngine(RULES, CONFIG, feature_rules=NAMES)
             for slot, engine in enumerate((fraud, patterns)):
-                engine.assign(0)
-                engine.restore_partition(0, changelog[(slot, PARTITION_META_KEY)])
+                engine.assign(0, changelog=True)
+                engine.restore_partition(0, changelog[(slot, META)])
                 for (s, key), value in changelog.items():
-                    if s == slot and key != PARTITION_META_KEY:
-                        engine.restore(0, key, value)
+                    if s == slot and key != META:
+                        engine.restore_record(0, key, value)
+                for _ in engine.finish_restore(0):
+                    pass
+                # The log holds exactly the live state.
+                before = live[slot]._partition(0).keys
+                after = engine._partition(0).keys  # type: ignore[attr-defined]
+                assert sorted(before) == sorted(after)
+                for key, st in before.items():
+                    assert engine._encode(after[key]) == live[slot]._encode(st), key  # type: ignore[attr-defined]
 
     for event in events:
         if isinstance(event, UserProfile):
