@@ -96,6 +96,7 @@ class Partition(Generic[S]):
         "moves",
         "next_sweep",
         "pending",
+        "pending_slices",
         "swept_below",
         "touched",
         "watermark",
@@ -116,7 +117,8 @@ class Partition(Generic[S]):
         self.idle_base = NO_TIME  # max_time when that batch ended
         self.extra: Any = None  # engine-specific per-partition data
         self.gone: dict[str, list[int]] = {}  # swept keys' slices, until the changelog drain
-        self.pending: dict[str, list[Any]] = {}  # restore: key -> [head, [(slice, data)]]
+        self.pending: dict[str, Any] = {}  # restore: key -> decoded head waiting for its slices
+        self.pending_slices: dict[str, list[tuple[int, bytes]]] = {}  # restore: key -> slices
 
 
 @dataclass(slots=True)
@@ -405,6 +407,8 @@ class KeyedEngine(Generic[S]):
             low = st.low
             if low == NO_TIME and len(times) <= WHOLE_MAX_ENTRIES:
                 add((prefix + kb, whole(st)))  # a small key: one record, no slices
+                if dead:  # slices of a sliced key that expired since, and came back
+                    out.extend((fmt % (prefix, s, kb), None) for s in sorted(set(dead)))
                 continue
             add((prefix + kb, head(st)))
             if low == CLEAN:
@@ -433,12 +437,13 @@ class KeyedEngine(Generic[S]):
         return out
 
     def restore_record(self, partition: int, key: bytes, data: bytes | None) -> None:
-        """Take one changelog record written by ``changelog`` (its prefix removed); the states
-        are built by ``finish_restore``, once every record of the partition is in."""
+        """Load one changelog record written by ``changelog`` (its prefix removed). A whole
+        state is restored at once; a head waits for its slices: call ``finish_restore`` once
+        every record of the partition is in."""
         if not self._sliced:
             self.restore(partition, key.decode("utf-8"), data)
             return
-        pending = self._partition(partition).pending
+        part = self._partition(partition)
         if key.startswith(SLICE_KEY_PREFIX):
             try:
                 colon = key.index(b":", len(SLICE_KEY_PREFIX))
@@ -446,34 +451,45 @@ class KeyedEngine(Generic[S]):
             except ValueError as exc:
                 raise StateDecodeError(partition, None, f"bad slice key {key!r}") from exc
             if data:
-                entry = pending.setdefault(key[colon + 1 :].decode("utf-8"), [None, []])
-                entry[1].append((s, data))
+                entity = key[colon + 1 :].decode("utf-8")
+                part.pending_slices.setdefault(entity, []).append((s, data))
+            return
+        entity = key.decode("utf-8")
+        part.pending.pop(entity, None)
+        self._forget(part, entity)
+        if not data:
+            return
+        try:
+            head = self._decode_head(data)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise StateDecodeError(partition, entity, str(exc)) from exc
+        if isinstance(head, KeyState):
+            self._install(part, entity, head)  # type: ignore[arg-type]
         else:
-            pending.setdefault(key.decode("utf-8"), [None, []])[0] = data
+            part.pending[entity] = head
 
     def finish_restore(self, partition: int, chunk: int = 2_000) -> Iterator[int]:
-        """Build the states ``restore_record`` collected, ``chunk`` keys at a time: yields after
-        each chunk how many of its keys have state (a caller on an event loop lets it run).
-
-        Slices without a head (none is written so) are ignored: the key has no state."""
+        """Complete the heads ``restore_record`` kept with their slices, ``chunk`` keys at a
+        time, yielding in between (a caller on an event loop lets it run); the values yielded
+        add up to the number of keys with state. Slices without a head are ignored."""
         part = self._partition(partition)
-        pending, part.pending = part.pending, {}
-        restored = 0
-        for count, (key, (head, slices)) in enumerate(pending.items(), 1):
-            self._forget(part, key)
-            if head:
-                slices.sort()
-                try:
-                    st = self._decode_parts(head, [data for _, data in slices])
-                except (msgspec.DecodeError, ValueError) as exc:
-                    raise StateDecodeError(partition, key, str(exc)) from exc
-                part.keys[key] = st
-                self._rebucket(part, key, st)
-                restored += 1
+        heads, part.pending = part.pending, {}
+        slices, part.pending_slices = part.pending_slices, {}
+        for count, (key, head) in enumerate(heads.items(), 1):
+            parts = slices.get(key, [])
+            parts.sort()
+            try:
+                st = self._complete(head, [data for _, data in parts])
+            except (msgspec.DecodeError, ValueError) as exc:
+                raise StateDecodeError(partition, key, str(exc)) from exc
+            self._install(part, key, st)
             if count % chunk == 0:
-                yield restored
-                restored = 0
-        yield restored
+                yield 0
+        yield len(part.keys)
+
+    def _install(self, part: Partition[S], key: str, st: S) -> None:
+        part.keys[key] = st
+        self._rebucket(part, key, st)
 
     def _note_dropped(self, st: S, times: Sequence[int], k: int) -> None:
         """``times[:k]`` are leaving ``st``'s buffer: remember their slices for the changelog."""
@@ -514,8 +530,12 @@ class KeyedEngine(Generic[S]):
         """Buffer entries ``lo:hi`` (one slice)."""
         raise NotImplementedError
 
-    def _decode_parts(self, head: bytes, slices: list[bytes]) -> S:
-        """A key's state from its head (or a whole-state record) and its slices, in order."""
+    def _decode_head(self, data: bytes) -> Any:
+        """A head record's key state when it holds the whole state, else the decoded head."""
+        raise NotImplementedError
+
+    def _complete(self, head: Any, slices: list[bytes]) -> S:
+        """The key's state from its decoded head and its slices, in order."""
         raise NotImplementedError
 
 

@@ -3,10 +3,10 @@
 Synthetic, deterministic streams: keys drawn with a skew (20% of events on 1% of the keys, the
 rest uniform), event time advancing at 30k events/s with 5% of the events out of order (up to
 2 min early). The first half of the stream warms the state up; the second half is measured in
-poll-sized batches (CPU time, best of ``--repeat``), then a flush (``drain_touched`` +
-``serialize`` of every touched key) once per ``--flush-every`` events, as a consumer does at
-each commit. ``--gc-freeze`` calls ``gc.freeze()`` after the warm-up (what a consumer can do
-after restoring state) so the collector stops re-scanning the long-lived state.
+poll-sized batches (CPU time, best of ``--repeat``), then a flush (``changelog``: the records
+of every touched key) once per ``--flush-every`` events, as a consumer does at each commit.
+``--gc-freeze`` calls ``gc.freeze()`` after the warm-up (what a consumer can do after
+restoring state) so the collector stops re-scanning the long-lived state.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _measure(
         engine = make()
         for i in range(0, half, args.batch):
             step(engine, events[i : i + args.batch])
-        engine.drain_touched(0)
+        engine.changelog(0)
         if args.gc_freeze:
             gc.collect()
             gc.freeze()
@@ -113,8 +113,7 @@ def _measure(
             compute += t1 - t0
             since_flush += len(batch)
             if since_flush >= args.flush_every:
-                for key in engine.drain_touched(0):
-                    engine.serialize(0, key)
+                engine.changelog(0)
                 flush += time.process_time() - t1
                 since_flush = 0
         gc.unfreeze()
@@ -152,7 +151,7 @@ def main() -> None:
 
     def fraud_engine() -> FraudFeatureEngine:
         engine = FraudFeatureEngine()
-        engine.assign(0)
+        engine.assign(0, changelog=True)
         return engine
 
     _measure(
@@ -171,7 +170,7 @@ def main() -> None:
 
     def recs_engine() -> RecommendationFeatureEngine:
         engine = RecommendationFeatureEngine()
-        engine.assign(0)
+        engine.assign(0, changelog=True)
         return engine
 
     def recs_step(engine: RecommendationFeatureEngine, batch: Sequence[UserEvent]) -> None:

@@ -419,10 +419,13 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
             )
         )
 
-    def _decode_parts(self, head: bytes, slices: list[bytes]) -> CardState:
-        rec = card_state_decoder.decode(head)
-        if not isinstance(rec, CardHeadV3):
-            return self._build(rec)  # a whole-state record (written before the slices)
+    def _decode_head(self, data: bytes) -> CardState | CardHeadV3:
+        rec = card_state_decoder.decode(data)
+        if isinstance(rec, CardHeadV3):
+            return rec
+        return self._build(rec)  # a whole-state record
+
+    def _complete(self, rec: CardHeadV3, slices: list[bytes]) -> CardState:
         parts = [card_slice_decoder.decode(data) for data in slices]
         return self._build(
             CardStateV2(

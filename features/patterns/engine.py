@@ -344,10 +344,13 @@ class PatternEngine(KeyedEngine[PatternState]):
     def _encode_slice(self, st: PatternState, lo: int, hi: int) -> bytes:
         return encoder.encode(PatternSliceV3(st.events[lo:hi]))
 
-    def _decode_parts(self, head: bytes, slices: list[bytes]) -> PatternState:
-        rec = pattern_state_decoder.decode(head)
-        if not isinstance(rec, PatternHeadV3):
-            return self._build(rec)  # a whole-state record (written before the slices)
+    def _decode_head(self, data: bytes) -> PatternState | PatternHeadV3:
+        rec = pattern_state_decoder.decode(data)
+        if isinstance(rec, PatternHeadV3):
+            return rec
+        return self._build(rec)  # a whole-state record
+
+    def _complete(self, rec: PatternHeadV3, slices: list[bytes]) -> PatternState:
         events = [e for data in slices for e in pattern_slice_decoder.decode(data).events]
         whole = PatternStateV2(rec.rules, rec.last, events, rec.runs, rec.done, rec.profile)
         return self._build(whole, sliced=True)

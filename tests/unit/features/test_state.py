@@ -310,3 +310,30 @@ def test_whole_state_records_upgrade_to_slices(streams: Any) -> None:
         mirror = FraudFeatureEngine(CONFIGS[0])
         log.restore(mirror, 0)
         assert_same_state(engine, mirror, 0)
+
+
+def test_a_key_that_expires_and_comes_back_leaves_no_stale_slices(streams: Any) -> None:
+    """A sliced card expires (idle partition), then transacts again before the next drain: its
+    old slices get tombstones, whether it is written whole again or grows back into slices."""
+    config = CONFIGS[0]
+    engine = FraudFeatureEngine(config)
+    engine.assign(0, changelog=True, now_ms=0)
+    log = Changelog()
+    base = msgspec.structs.replace(streams.transactions(random.Random(2), 1)[0], card_id="k")
+    t0 = 1_700_000_000_000
+
+    def tx(t: int) -> Any:
+        return msgspec.structs.replace(base, event_time=t)
+
+    engine.process_batch(0, [tx(t0 + i * 20_000) for i in range(20)], {}, now_ms=0)
+    assert len(log.flush(engine, 0)) > 2  # a head and slices
+    later = 10 * config.previous_transaction_horizon_ms
+    assert engine.advance_idle(later) == [0]
+    assert engine.key_count(0) == 0  # expired
+    comeback = t0 + later
+    for i in range(12):  # whole again, then past the whole-state limit
+        engine.process_batch(0, [tx(comeback + i * 20_000)], {}, now_ms=later)
+        log.flush(engine, 0)
+        mirror = FraudFeatureEngine(config)
+        log.restore(mirror, 0)
+        assert_same_state(engine, mirror, 0)
