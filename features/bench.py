@@ -7,6 +7,12 @@ poll-sized batches (CPU time, best of ``--repeat``), then a flush (``changelog``
 of every touched key) once per ``--flush-every`` events, as a consumer does at each commit.
 ``--gc-freeze`` calls ``gc.freeze()`` after the warm-up (what a consumer can do after
 restoring state) so the collector stops re-scanning the long-lived state.
+
+``--changelog-entries 3,11,41`` measures instead what the changelog costs per touched card
+when each card holds that many entries (one every 10 s; card and pattern engines): its whole
+state (``serialize``, one record per engine) against what ``changelog`` writes (the same whole
+record up to ``WHOLE_MAX_ENTRIES``, else a head and the slice that changed), CPU time per card
+(best of ``--repeat``) and bytes per card.
 """
 
 from __future__ import annotations
@@ -18,9 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from contracts.events import Transaction, UserEvent, UserProfile
+from features._engine import NO_TIME
 from features.aggregates import GlobalViews
 from features.fraud import FraudFeatureEngine
+from features.patterns import PatternEngine
+from features.patterns.language import load_rules
 from features.recommendations import RecommendationFeatureEngine
 
 T0 = 1_700_000_000_000
@@ -127,6 +138,53 @@ def _measure(
     )
 
 
+def _changelog_entries(args: argparse.Namespace) -> None:
+    rules = load_rules()
+    base = transactions(args.keys, args.keys, ooo=0.0)
+    print("entries  engine   whole us  sliced us  whole B  sliced B")
+    for entries in (int(n) for n in args.changelog_entries.split(",")):
+        engines = [(FraudFeatureEngine(), PatternEngine(rules)) for _ in range(2)]
+        for fraud, patterns in engines:
+            fraud.assign(0, changelog=True)
+            patterns.assign(0, changelog=True)
+            for r in range(entries):
+                batch = [
+                    msgspec.structs.replace(
+                        tx, event_id=f"e{r}-{i}", card_id=f"c{i}", event_time=T0 + r * 10_000 + i
+                    )
+                    for i, tx in enumerate(base)
+                ]
+                rows = fraud.process_batch(0, batch, {}).rows
+                patterns.process_batch(0, batch, rows, {})
+                fraud.changelog(0)
+                patterns.changelog(0)
+        for k, name in enumerate(("cards", "patterns")):
+            whole_engine, sliced_engine = engines[0][k], engines[1][k]
+            best = {"whole": float("inf"), "sliced": float("inf")}
+            size = {"whole": 0, "sliced": 0}
+            for _ in range(args.repeat):
+                for mode, engine in (("whole", whole_engine), ("sliced", sliced_engine)):
+                    part = engine._partition(0)
+                    part.touched.update(part.keys)
+                    for st in part.keys.values():  # as if each card had a new newest entry
+                        if st.low != NO_TIME:
+                            st.low = engine._entry_times(st)[-1]
+                    t0 = time.process_time()
+                    if mode == "whole":
+                        records = [
+                            (key, engine.serialize(0, key)) for key in engine.drain_touched(0)
+                        ]
+                    else:
+                        records = engine.changelog(0)
+                    best[mode] = min(best[mode], time.process_time() - t0)
+                    size[mode] = sum(len(key) + len(value or b"") for key, value in records)
+            n = args.keys
+            print(
+                f"{entries:7d}  {name:8s} {best['whole'] / n * 1e6:8.2f} "
+                f"{best['sliced'] / n * 1e6:10.2f} {size['whole'] // n:8d} {size['sliced'] // n:9d}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=200_000)
@@ -135,7 +193,11 @@ def main() -> None:
     parser.add_argument("--flush-every", type=int, default=30_000, help="events per flush")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gc-freeze", action="store_true")
+    parser.add_argument("--changelog-entries", help="e.g. 3,11,41: the changelog cost per card")
     args = parser.parse_args()
+    if args.changelog_entries:
+        _changelog_entries(args)
+        return
 
     profiles = {
         f"u{i}": UserProfile(
