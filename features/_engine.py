@@ -35,6 +35,7 @@ from features.config import FeatureConfig
 from features.definitions import MINUTE_MS
 from features.errors import PartitionNotAssigned, StateDecodeError
 from features.state import (
+    ESCAPE_PREFIX,
     SLICE_KEY_PREFIX,
     SLICE_MS,
     PartitionMetaV1,
@@ -373,9 +374,7 @@ class KeyedEngine(Generic[S]):
         touched = list(part.touched)
         part.touched.clear()
         if not self._sliced:
-            return [
-                (prefix + key.encode("utf-8"), self.serialize(partition, key)) for key in touched
-            ]
+            return [(prefix + entity_key(k), self.serialize(partition, k)) for k in touched]
         out: list[tuple[bytes, bytes | None]] = []
         add = out.append
         keys, gone, wm = part.keys, part.gone, part.watermark
@@ -388,7 +387,7 @@ class KeyedEngine(Generic[S]):
         )
         width, fmt = SLICE_MS, _SLICE_FMT
         for key in touched:
-            kb = key.encode("utf-8")
+            kb = entity_key(key)
             dead = gone.pop(key, None) if gone else None
             st = keys.get(key)
             if st is not None:
@@ -441,7 +440,7 @@ class KeyedEngine(Generic[S]):
         state is restored at once; a head waits for its slices: call ``finish_restore`` once
         every record of the partition is in."""
         if not self._sliced:
-            self.restore(partition, key.decode("utf-8"), data)
+            self.restore(partition, entity_of(key), data)
             return
         part = self._partition(partition)
         if key.startswith(SLICE_KEY_PREFIX):
@@ -451,10 +450,10 @@ class KeyedEngine(Generic[S]):
             except ValueError as exc:
                 raise StateDecodeError(partition, None, f"bad slice key {key!r}") from exc
             if data:
-                entity = key[colon + 1 :].decode("utf-8")
+                entity = entity_of(key[colon + 1 :])
                 part.pending_slices.setdefault(entity, []).append((s, data))
             return
-        entity = key.decode("utf-8")
+        entity = entity_of(key)
         part.pending.pop(entity, None)
         self._forget(part, entity)
         if not data:
@@ -540,6 +539,18 @@ class KeyedEngine(Generic[S]):
 
 
 _SLICE_FMT = b"%b" + SLICE_KEY_PREFIX + b"%d:%b"  # prefix, slice, key
+
+
+def entity_key(key: str) -> bytes:
+    """``key`` as a changelog key. Event ids may start with NUL, as every reserved key does
+    (clocks, slices, the pattern prefix, the offset): those get ``ESCAPE_PREFIX`` first."""
+    kb = key.encode("utf-8")
+    return ESCAPE_PREFIX + kb if kb[:1] == b"\x00" else kb
+
+
+def entity_of(key: bytes) -> str:
+    """The entity key of a changelog key written by ``entity_key``."""
+    return (key[len(ESCAPE_PREFIX) :] if key.startswith(ESCAPE_PREFIX) else key).decode("utf-8")
 
 
 def slice_key(s: int, key: bytes, prefix: bytes = b"") -> bytes:

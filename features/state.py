@@ -14,7 +14,11 @@ from __future__ import annotations
 import msgspec
 
 PARTITION_META_KEY = "\x00partition-meta"
-"""Changelog key suggested for ``serialize_partition`` records (no entity key starts with NUL)."""
+"""Changelog key suggested for ``serialize_partition`` records (no entity key starts with NUL:
+see ``ESCAPE_PREFIX``)."""
+
+ESCAPE_PREFIX = b"\x00e"
+"""Written before an entity key that starts with NUL, so it cannot be taken for a reserved key."""
 
 SLICE_MS = 60_000
 """Width of a changelog slice (event time). Part of the format: slice records are keyed by

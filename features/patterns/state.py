@@ -2,8 +2,8 @@
 
 Pattern state shares the fraud pipeline's changelog topic and transactions with the window
 state, under its own keys: ``PATTERN_KEY_PREFIX + card_id`` per card and ``PATTERN_META_KEY``
-for the partition's clock (no card id starts with NUL). To evolve the format add a ``...V2``
-with a new tag; never change a released struct.
+for the partition's clock (a card id that starts with NUL is escaped: ``ESCAPE_PREFIX``). To
+evolve the format add a ``...V2`` with a new tag; never change a released struct.
 """
 
 from __future__ import annotations
