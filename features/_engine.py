@@ -391,7 +391,9 @@ class KeyedEngine(Generic[S]):
             dead = gone.pop(key, None) if gone else None
             st = keys.get(key)
             if st is not None:
-                if wm != NO_TIME and trim(st, wm):
+                # A key with an event within the lateness is written as it is (its events trim
+                # it): nothing of it expires now. The others are trimmed, maybe to nothing.
+                if st.last < wm and trim(st, wm):
                     self._forget(part, key)
                     dead = _union(dead, st.dead)
                     st = None
