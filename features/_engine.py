@@ -371,6 +371,8 @@ class KeyedEngine(Generic[S]):
         partition's clock beside them (``serialize_partition``).
         """
         part = self._partition(partition)
+        if self._sliced and not self._track:
+            raise RuntimeError("assign the partition with changelog=True before writing it")
         touched = list(part.touched)
         part.touched.clear()
         if not self._sliced:
