@@ -338,8 +338,7 @@ class KeyedEngine(Generic[S]):
         except (msgspec.DecodeError, ValueError) as exc:
             raise StateDecodeError(partition, key, str(exc)) from exc
         self._forget(part, key)
-        part.keys[key] = st
-        self._rebucket(part, key, st)
+        self._install(part, key, st)
 
     def serialize_partition(self, partition: int) -> bytes:
         """The partition's clock (restore it with ``restore_partition`` before its keys)."""
@@ -517,7 +516,11 @@ class KeyedEngine(Generic[S]):
         raise NotImplementedError
 
     def _decode(self, data: bytes) -> S:
-        raise NotImplementedError
+        """A whole-state record (sliced engines: a head alone is an error)."""
+        st = self._decode_head(data)
+        if not isinstance(st, KeyState):
+            raise ValueError("a state head without its slices (use finish_restore)")
+        return st  # type: ignore[return-value]
 
     # Sliced engines only.
 

@@ -396,12 +396,6 @@ class FraudFeatureEngine(KeyedEngine[CardState]):
             )
         )
 
-    def _decode(self, data: bytes) -> CardState:
-        rec = card_state_decoder.decode(data)
-        if isinstance(rec, CardHeadV3):
-            raise ValueError("a card state head without its slices (use finish_restore)")
-        return self._build(rec)
-
     def _entry_times(self, st: CardState) -> array:  # type: ignore[type-arg]
         return st.times
 

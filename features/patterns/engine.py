@@ -327,12 +327,6 @@ class PatternEngine(KeyedEngine[PatternState]):
             PatternStateV2(self.rules.fingerprint, st.last, st.events, st.runs, st.done, st.profile)
         )
 
-    def _decode(self, data: bytes) -> PatternState:
-        rec = pattern_state_decoder.decode(data)
-        if isinstance(rec, PatternHeadV3):
-            raise ValueError("a pattern state head without its slices (use finish_restore)")
-        return self._build(rec)
-
     def _entry_times(self, st: PatternState) -> list[int]:
         return st.times
 
