@@ -123,17 +123,19 @@ class EventGenerator:
 
     def simulate(self, count: int) -> Iterator[list[Record]]:
         """Simulate the first ``count`` records (at least) now, and give them as ``batches()``
-        would, each list stamped and encoded only when it is taken.
+        would, each list stamped only when it is taken.
 
         The simulation is most of the generator's CPU (about 3/4 here): a live load that runs it
-        beforehand leaves the machine to what it feeds while it is sent. Set ``live`` first
-        (the timeline decides the order); its ``base_ms`` may still change until the first
-        list is taken.
+        beforehand leaves the machine to what it feeds while it is sent. The events are encoded
+        now too (``_Encoded``): stamping one then writes the digits of its live time into its
+        bytes (~0.5 us instead of ~3 us to replace and encode it), and the records are the same
+        bytes. Set ``live`` first (the timeline decides the order); its ``base_ms`` may still
+        change until the first list is taken.
         """
         drafted: list[list[tuple]] = []
         total = 0
         for ready in self._drafts():
-            drafted.append(ready)
+            drafted.append([_encoded_ahead(draft) for draft in ready])
             total += len(ready)
             if total >= count:
                 break
@@ -207,9 +209,14 @@ class EventGenerator:
         for _, _, time, delay, defect, stream, key, event, label in ready:
             if live is not None:
                 time = live.base_ms + live.schedule.offset_ms(seq) - delay
+                if type(event) is _Encoded:
+                    out.append(Record(seq, stream, key, event.stamped(time), time, None, None))
+                    seq += 1
+                    continue
                 if event is not None:
-                    field = "updated_at" if stream is Stream.USER_PROFILES else "event_time"
-                    event = replace(event, **{field: time})
+                    event = replace(event, **{_time_field(stream): time})
+            elif type(event) is _Encoded:
+                raise RuntimeError("events encoded ahead need a live timeline")
             value = None if event is None else encode(event)
             if defect is not None:
                 value = corrupt(value, stream, defect)
@@ -218,6 +225,50 @@ class EventGenerator:
             out.append(Record(seq, stream, key, value, time, REASON.get(defect), label))
             seq += 1
         return out
+
+
+def _time_field(stream: Stream) -> str:
+    """The field of an event that holds its time: what live stamping rewrites."""
+    return "updated_at" if stream is Stream.USER_PROFILES else "event_time"
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """An event encoded ahead of its live time: ``value[at : at + width]`` are the digits of
+    the time it was encoded with, the only place that time is written."""
+
+    value: bytes
+    at: int
+    width: int
+    event_type: type[msgspec.Struct]
+    field: str
+
+    def stamped(self, time: int) -> bytes:
+        """The value ``encode`` gives for the event with its time field set to ``time``."""
+        digits = b"%d" % time
+        if len(digits) == self.width:
+            return self.value[: self.at] + digits + self.value[self.at + self.width :]
+        event = msgspec.json.decode(self.value, type=self.event_type)  # fewer or more digits
+        return encode(msgspec.structs.replace(event, **{self.field: time}))
+
+
+def _encoded_ahead(draft: tuple) -> tuple:
+    """``draft`` with its event encoded (``_Encoded``), when stamping it can be a splice: a
+    valid event (defects corrupt the bytes) without a label (stamped too), whose time appears
+    once in its JSON."""
+    event, defect, label = draft[7], draft[4], draft[8]
+    if event is None or defect is not None or label is not None:
+        return draft
+    field = _time_field(draft[5])
+    value = encode(event)
+    digits = b"%d" % getattr(event, field)
+    marker = b'"%s":%s' % (field.encode(), digits)
+    at = value.find(marker)
+    end = at + len(marker)
+    if at < 0 or value.find(marker, end) >= 0 or value[end : end + 1] not in (b",", b"}"):
+        return draft
+    encoded = _Encoded(value, end - len(digits), len(digits), type(event), field)
+    return (*draft[:7], encoded, label)
 
 
 def _popping(items: list[list[tuple]]) -> Iterator[list[tuple]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -113,6 +114,32 @@ async def test_simulated_records_are_stamped_when_taken() -> None:
     records = [r for batch in batches for r in batch]
     assert len(records) >= 2_500 and [r.seq for r in records] == list(range(len(records)))
     assert _clock_base(records) == 1_000_000
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("base_ms", [EPOCH_MS + 86_400_000, 1_000_000])
+def test_encoded_ahead_the_records_are_the_same_bytes(base_ms: int) -> None:
+    """Simulated ahead, events are encoded at once and stamped by writing their time's digits
+    into the bytes; a time of another width (1,000,000 + k) is decoded and encoded again."""
+
+    config = replace(CONFIG, fraud_rate=0.2, malformed_fraction=0.01)  # labels and defects too
+
+    def records(ahead: bool) -> list[Record]:
+        generator = EventGenerator(config, start_ms=EPOCH_MS)
+        generator.live = LiveTimeline(base_ms, PacingSchedule(4_000.0))
+        batches = generator.simulate(3_000) if ahead else generator.batches()
+        out: list[Record] = []
+        for batch in batches:
+            out.extend(batch)
+            if len(out) >= 3_000:
+                return out[:3_000]
+        return out
+
+    ahead, plain = records(True), records(False)
+    assert ahead == plain
+    streams = Counter(r.stream for r in ahead if r.defect is None and r.label is None)
+    assert streams[Stream.TRANSACTIONS] > 300 and streams[Stream.USER_PROFILES] > 100
+    assert any(r.defect for r in ahead) and any(r.label for r in ahead)
 
 
 @pytest.mark.timeout(60)
