@@ -46,6 +46,21 @@ from features.state import SLICE_MS, encoder
 Event = tuple[int, int, int, str]
 _NOTHING: list[tuple[str, ...]] = []  # no matches (shared; never appended to)
 
+# Per rule, the partial matches and the times of recent matches. Most cards have none: they
+# share one tuple of empty tuples (per rule count), and a list is made for the outer sequence
+# and for a rule's entry only when it gets one (``_step``), so a new card costs no list per
+# rule to allocate, nor to scan in each garbage collection.
+RuleRuns = list[list[Run] | tuple[()]] | tuple[tuple[()], ...]
+RuleDone = list[list[int] | tuple[()]] | tuple[tuple[()], ...]
+_NONE_PER_RULE: dict[int, tuple[tuple[()], ...]] = {}
+
+
+def _none_per_rule(n_rules: int) -> tuple[tuple[()], ...]:
+    none = _NONE_PER_RULE.get(n_rules)
+    if none is None:
+        none = _NONE_PER_RULE[n_rules] = ((),) * n_rules
+    return none
+
 
 class ProfileChange:
     """A change of the card holder's profile, as the card observes it (condition fields)."""
@@ -81,8 +96,8 @@ class PatternState(KeyState):
         super().__init__()
         self.times: list[int] = []
         self.events: list[Event] = []
-        self.runs: list[list[Run]] = [[] for _ in range(n_rules)]
-        self.done: list[list[int]] = [[] for _ in range(n_rules)]
+        self.runs: RuleRuns = _none_per_rule(n_rules)
+        self.done: RuleDone = _none_per_rule(n_rules)
         self.profile: tuple[int, float, float] | None = None
 
 
@@ -250,7 +265,7 @@ class PatternEngine(KeyedEngine[PatternState]):
         if not times or t >= times[-1]:
             times.append(t)
             events.append(event)
-            completed = self._step(st.runs, st.done, event)
+            st.runs, st.done, completed = self._step(st.runs, st.done, event)
             return st.done, completed
         pos = bisect_right(times, t)
         times.insert(pos, t)
@@ -263,8 +278,10 @@ class PatternEngine(KeyedEngine[PatternState]):
         return done, completed
 
     def _step(
-        self, runs: list[list[Run]], done: list[list[int]], event: Event
-    ) -> list[list[tuple[str, ...]]]:
+        self, runs: RuleRuns, done: RuleDone, event: Event
+    ) -> tuple[RuleRuns, RuleDone, list[list[tuple[str, ...]]]]:
+        """Advance every rule by ``event``; returns the runs and done (lists where a rule got
+        some, copied from the shared empty tuples then) and the matches completed per rule."""
         t, kind, mask, event_id = event
         out: list[list[tuple[str, ...]]] = []
         for r, (rule, first_kind, first_bit) in enumerate(self._starts):
@@ -272,25 +289,33 @@ class PatternEngine(KeyedEngine[PatternState]):
             times = done[r]
             if live or (kind == first_kind and mask & first_bit):
                 completed: list[tuple[str, ...]] = []
-                runs[r] = advance(rule, live, t, kind, mask, event_id, completed)
+                after = advance(rule, live, t, kind, mask, event_id, completed)
+                if after or live:
+                    if type(runs) is tuple:
+                        runs = list(runs)
+                    runs[r] = after or ()
                 if completed:
-                    times.extend([t] * len(completed))
+                    if type(done) is tuple:
+                        done = list(done)
+                    if type(times) is tuple:
+                        times = done[r] = []
+                    times.extend([t] * len(completed))  # type: ignore[union-attr]
                 out.append(completed)
             else:
                 out.append(_NOTHING)
             if times and times[0] <= t - rule.within:
-                del times[: bisect_right(times, t - rule.within)]
-        return out
+                del times[: bisect_right(times, t - rule.within)]  # type: ignore[arg-type]
+        return runs, done, out
 
     def _replay(
         self, events: Sequence[Event]
-    ) -> tuple[list[list[Run]], list[list[int]], list[list[tuple[str, ...]]]]:
+    ) -> tuple[RuleRuns, RuleDone, list[list[tuple[str, ...]]]]:
         n = len(self._rules)
-        runs: list[list[Run]] = [[] for _ in range(n)]
-        done: list[list[int]] = [[] for _ in range(n)]
+        runs: RuleRuns = _none_per_rule(n)
+        done: RuleDone = _none_per_rule(n)
         completed: list[list[tuple[str, ...]]] = [[] for _ in range(n)]
         for event in events:
-            completed = self._step(runs, done, event)
+            runs, done, completed = self._step(runs, done, event)
         return runs, done, completed
 
     # -- state hooks ------------------------------------------------------------------------
@@ -385,8 +410,9 @@ class PatternEngine(KeyedEngine[PatternState]):
                 raise ValueError(f"pattern state run of rule {r} is past its {steps} steps")
         st.times = times
         st.events = events
-        st.runs = rec.runs
-        st.done = rec.done
+        # A card without runs or matches shares the empty ones, as a new card does.
+        st.runs = rec.runs if any(rec.runs) else _none_per_rule(n_rules)
+        st.done = rec.done if any(rec.done) else _none_per_rule(n_rules)
         return st
 
 

@@ -191,6 +191,26 @@ def test_other_cards_do_not_mix() -> None:
     assert h.one(tx("big", 5, 250.0, card="c2"))["card_testing"] == (0, 0)
 
 
+def test_cards_without_runs_share_empty_ones_and_a_match_stays_on_its_card() -> None:
+    """A new card allocates no list per rule (they are shared empty tuples until it gets a run
+    or a match); the card that gets some has its own, and after a restore too."""
+    h = Harness()
+    h.one(tx("quiet", 0, 50.0, card="c0"))
+    for i in range(3):
+        h.one(tx(f"p{i}", i, 1.0, card="c1"))
+    assert h.one(tx("big", 5, 250.0, card="c1"))["card_testing"] == (1, 1)
+    h.one(tx("quiet2", 6, 50.0, card="c2"))
+    keys = h.patterns._partition(0).keys
+    quiet, busy, other = keys["c0"], keys["c1"], keys["c2"]
+    assert quiet.done is other.done and all(d == () for d in quiet.done)
+    # Impossible travel starts a run at every transaction; the other rules have none here.
+    assert [type(r) for r in quiet.runs] == [tuple, list, tuple] and quiet.runs[0] == ()
+    assert isinstance(busy.done, list) and busy.done is not quiet.done
+    assert h.one(tx("quiet3", 7, 50.0, card="c0"))["card_testing"] == (0, 0)
+    assert h.restarted().patterns._partition(0).keys["c0"].done is quiet.done
+    assert h.restarted().one(tx("big2", 8, 250.0, card="c1"))["card_testing"] == (1, 1)
+
+
 # -- out of order (within the allowed lateness) ------------------------------------------------
 
 
