@@ -151,12 +151,12 @@ class ConsumerRunner(ConsumerRebalanceListener):
         settings: Settings,
         pipeline: Pipeline,
         *,
-        max_poll_records: int = 5_000,
+        max_poll_records: int | None = None,
         poll_timeout_ms: int = 100,
     ) -> None:
         self._settings = settings
         self._pipeline = pipeline
-        self._max_poll_records = max_poll_records
+        self._max_poll_records = max_poll_records or settings.rtml_max_poll_records
         self._poll_timeout_ms = poll_timeout_ms
         self._assigned: set[int] = set()  # by the group; a session exists once restored
         self._sessions: dict[int, PartitionSession] = {}

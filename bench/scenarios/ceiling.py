@@ -34,7 +34,6 @@ from consumers.partition_session import OutRecord
 from consumers.runner import ConsumerRunner, PartitionBatch
 from rtml.settings import Settings, TopicSpec
 
-MAX_POLL_RECORDS = 5_000  # the pipelines' default micro-batch
 OUTPUT = "ceiling.out"  # the passthrough variants' output topic (after the context's prefix)
 
 
@@ -105,7 +104,10 @@ def _sample(round_: int, events: int, seconds: float, cpu: dict[str, float], **e
 async def _consume_case(ctx: BenchContext, round_: int) -> Sample:
     workload = await ctx.transactions()
     consumer = make_consumer(
-        workload.settings, group_id=None, read_committed=True, max_poll_records=MAX_POLL_RECORDS
+        workload.settings,
+        group_id=None,
+        read_committed=True,
+        max_poll_records=workload.settings.rtml_max_poll_records,
     )
     tps = [TopicPartition(workload.topic, p) for p in range(workload.partitions)]
     await consumer.start()
@@ -128,7 +130,9 @@ async def _drain(consumer, workload: TransactionsWorkload, handle) -> int:
     remaining = {p for p, end in workload.ends.items() if end > 0}
     count = 0
     while remaining:
-        batch = await consumer.getmany(timeout_ms=100, max_records=MAX_POLL_RECORDS)
+        batch = await consumer.getmany(
+            timeout_ms=100, max_records=workload.settings.rtml_max_poll_records
+        )
         if not batch:
             continue
         result = handle(batch)
@@ -157,7 +161,10 @@ async def _passthrough(
     group = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
     tps = [TopicPartition(workload.topic, p) for p in range(workload.partitions)]
     consumer = make_consumer(
-        settings, group_id=group, read_committed=True, max_poll_records=MAX_POLL_RECORDS
+        settings,
+        group_id=group,
+        read_committed=True,
+        max_poll_records=settings.rtml_max_poll_records,
     )
     if transactional:
         producers = {
@@ -286,7 +293,7 @@ async def _runner_passthrough_case(ctx: BenchContext, round_: int) -> Sample:
     settings: Settings = workload.settings
     group = f"bench-runner-passthrough-{uuid.uuid4().hex[:8]}"  # new: starts at the beginning
     pipeline = PassthroughPipeline(group, workload.topic, ctx.topic(OUTPUT), workload.partitions)
-    runner = ConsumerRunner(settings, pipeline, max_poll_records=MAX_POLL_RECORDS)
+    runner = ConsumerRunner(settings, pipeline)  # the pipelines' micro-batch size
     meter = _meter(ctx)
     task = asyncio.create_task(runner.run())
     try:

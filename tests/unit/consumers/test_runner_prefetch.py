@@ -73,3 +73,14 @@ async def test_records_taken_under_a_closed_session_are_dropped() -> None:
     taken = r._take_carry()
     assert list(taken) == [p1]
     assert [x.offset for x in taken[p1]] == [3]
+
+
+async def test_max_poll_records_comes_from_the_settings_unless_given() -> None:
+    pipeline = SimpleNamespace(group_id="g", input_topic=TOPIC, changelog_topic=None)
+    configured = ConsumerRunner(Settings(rtml_max_poll_records=7), pipeline)  # type: ignore[arg-type]
+    configured._sessions = {0: object()}  # type: ignore[dict-item]
+    fetcher = FetcherDouble([{TopicPartition(TOPIC, 0): [record(0, i) for i in range(7)]}])
+    await asyncio.wait_for(configured._prefetch(fetcher), 5)  # type: ignore[arg-type]
+    assert fetcher.max_records == [7]
+    assert runner(max_poll_records=3)._max_poll_records == 3
+    assert ConsumerRunner(Settings(), pipeline)._max_poll_records == 10_000  # type: ignore[arg-type]
