@@ -56,8 +56,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,6 +72,7 @@ from consumers.partition_session import (
 )
 from monitoring.pipeline_metrics import BatchStats, PipelineMetrics
 from rtml.errors import RtmlError
+from rtml.gc_control import automatic_gc
 from rtml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -567,32 +567,3 @@ class ConsumerRunner(ConsumerRebalanceListener):
             new = [tp for tp in assigned if tp.partition not in self._sessions]
             if new:
                 self._consumer.pause(*new)  # nothing is fetched before its state is restored
-
-
-class _AutomaticGc:
-    """Python's automatic collections, off while any runner of the process runs with
-    ``rtml_gc_freeze`` (the runner collects between batches instead), back on once the last
-    one ends, unless they were off before the first."""
-
-    def __init__(self) -> None:
-        self._pauses = 0
-        self._resume = False
-
-    @contextmanager
-    def paused(self, pause: bool) -> Iterator[None]:
-        if not pause:
-            yield
-            return
-        if self._pauses == 0:
-            self._resume = gc.isenabled()
-            gc.disable()
-        self._pauses += 1
-        try:
-            yield
-        finally:
-            self._pauses -= 1
-            if self._pauses == 0 and self._resume:
-                gc.enable()
-
-
-automatic_gc = _AutomaticGc()

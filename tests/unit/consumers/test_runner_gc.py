@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from consumers.runner import ConsumerRunner, automatic_gc
+from consumers.runner import ConsumerRunner
+from rtml.gc_control import automatic_gc
 from rtml.settings import Settings
 
 

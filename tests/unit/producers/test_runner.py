@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -198,3 +199,22 @@ def test_rate_meter_and_summary_lines() -> None:
         records={"transactions": 10}, elapsed_s=1.0, labels=2, labels_sent=False
     )
     assert "labels 2 (not sent: --labels-topic sends them)" in unsent.describe()
+
+
+@pytest.mark.timeout(60)
+async def test_simulated_ahead_the_collector_is_paused_then_restored() -> None:
+    """No automatic collections while the load is simulated, its records frozen while sent;
+    after the run the collector is as it was (on, nothing frozen)."""
+    seen: list[tuple[bool, int]] = []
+
+    class Probe(RecordingSink):
+        async def send(self, records: Sequence[Record]) -> None:
+            seen.append((gc.isenabled(), gc.get_freeze_count()))
+            await super().send(records)
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    await produce_live(
+        Settings(), CONFIG, rate=4_000.0, count=500, sink=Probe(Settings()), simulate_ahead=True
+    )
+    assert seen and all(enabled and frozen > 0 for enabled, frozen in seen)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
