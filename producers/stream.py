@@ -128,9 +128,9 @@ class EventGenerator:
         The simulation is most of the generator's CPU (about 3/4 here): a live load that runs it
         beforehand leaves the machine to what it feeds while it is sent. The events are encoded
         now too (``_Encoded``): stamping one then writes the digits of its live time into its
-        bytes (~0.5 us instead of ~3 us to replace and encode it), and the records are the same
-        bytes. Set ``live`` first (the timeline decides the order); its ``base_ms`` may still
-        change until the first list is taken.
+        bytes instead of replacing and encoding it (1.3 instead of 3.0 us per record taken
+        here), and the records are the same bytes. Set ``live`` first (the timeline decides the
+        order); its ``base_ms`` may still change until the first list is taken.
         """
         drafted: list[list[tuple]] = []
         total = 0
