@@ -21,7 +21,8 @@ from bench.scenarios import load
 from infra.topics import delete_topics, describe_topics
 from rtml.settings import Settings
 
-TRANSACTIONS = 20_000  # > 4 poll batches: the first one of an actor is before "ready"
+TRANSACTIONS = 20_000
+BATCH = 2_000  # records per poll: > 4 batches, as the first one of an actor is before "ready"
 
 
 async def test_tiny_bench_run(stack_settings: Settings, ray_session: None, tmp_path: Path) -> None:
@@ -41,7 +42,8 @@ async def test_tiny_bench_run(stack_settings: Settings, ray_session: None, tmp_p
         name="smoke",
     )
     # A shared stack: the bench must not flush its Redis, and its topics carry our prefix.
-    stack = BenchStack(stack_settings, tmp_path, temporary=False, owns_services=False)
+    settings = stack_settings.model_copy(update={"rtml_max_poll_records": BATCH})
+    stack = BenchStack(settings, tmp_path, temporary=False, owns_services=False)
     results = BenchResults("rtml bench (test)", "quick", options.to_dict(), {}, "now")
     lines: list[str] = []
     ctx = BenchContext(options, stack, results, tmp_path, "smoke", lines.append, prefix=prefix)
