@@ -126,7 +126,6 @@ async def produce_live(
     sink = sink or KafkaSink(settings, send_labels=send_labels)
     if not announce_profiles:
         generator.skip_announcements()
-    frozen = False
     if simulate_ahead:
         generator.live = LiveTimeline(now_ms(), schedule)  # the order; start_clock() sets the time
         # The simulated records live until sent and hold no cycles. Collections would walk
@@ -136,14 +135,13 @@ async def produce_live(
         with automatic_gc.paused():
             batches = await asyncio.to_thread(generator.simulate, limit)
         gc.freeze()
-        frozen = True
     else:
         batches = generator.batches()
     try:
         async with sink:
             elapsed, labels = await _pump(sink, batches, schedule, limit, report, start_clock)
     finally:
-        if frozen:
+        if simulate_ahead:
             gc.unfreeze()
     return _summary(sink, elapsed, labels, rate)
 

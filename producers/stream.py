@@ -256,10 +256,10 @@ def _encoded_ahead(draft: tuple) -> tuple:
     """``draft`` with its event encoded (``_Encoded``), when stamping it can be a splice: a
     valid event (defects corrupt the bytes) without a label (stamped too), whose time appears
     once in its JSON."""
-    event, defect, label = draft[7], draft[4], draft[8]
+    _, _, _, _, defect, stream, _, event, label = draft
     if event is None or defect is not None or label is not None:
         return draft
-    field = _time_field(draft[5])
+    field = _time_field(stream)
     value = encode(event)
     digits = b"%d" % getattr(event, field)
     marker = b'"%s":%s' % (field.encode(), digits)
@@ -268,7 +268,7 @@ def _encoded_ahead(draft: tuple) -> tuple:
     if at < 0 or value.find(marker, end) >= 0 or value[end : end + 1] not in (b",", b"}"):
         return draft
     encoded = _Encoded(value, end - len(digits), len(digits), type(event), field)
-    return (*draft[:7], encoded, label)
+    return (*draft[:7], encoded, None)
 
 
 def _popping(items: list[list[tuple]]) -> Iterator[list[tuple]]:

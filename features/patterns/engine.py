@@ -291,15 +291,15 @@ class PatternEngine(KeyedEngine[PatternState]):
                 completed: list[tuple[str, ...]] = []
                 after = advance(rule, live, t, kind, mask, event_id, completed)
                 if after or live:
-                    if type(runs) is tuple:
+                    if isinstance(runs, tuple):
                         runs = list(runs)
                     runs[r] = after or ()
                 if completed:
-                    if type(done) is tuple:
+                    if isinstance(done, tuple):
                         done = list(done)
-                    if type(times) is tuple:
+                    if isinstance(times, tuple):
                         times = done[r] = []
-                    times.extend([t] * len(completed))  # type: ignore[union-attr]
+                    times.extend([t] * len(completed))
                 out.append(completed)
             else:
                 out.append(_NOTHING)
