@@ -21,11 +21,11 @@ from models.artifacts import load_fraud, load_recommender
 from models.fraud import LoadedFraudModel
 from models.two_tower import LoadedRecommender
 from serving.batching import (
-    fills_batch,
     merge_fraud,
     merge_recommend,
     rows_in,
     rows_to_explain,
+    skips_queue,
     split_fraud,
     split_recommend,
 )
@@ -88,6 +88,7 @@ class _ModelReplica(Generic[M]):
         self._torch = TorchWorker(f"{self.kind}-torch", args.torch_threads)
         self._delay_s = args.simulated_latency_ms / 1000.0
         self._metrics = ModelMetrics(self.name)
+        self._in_progress = 0  # non-empty requests queued or computing (``skips_queue``)
         device = self._device
         self._slot: ModelSlot[M] = ModelSlot(
             self.kind,
@@ -156,8 +157,9 @@ class _ModelReplica(Generic[M]):
         limit: int,
         batched: Callable[[Any], Awaitable[Any]],
     ) -> Any:
-        """One handle call: an empty request answers at once, a request that fills a batch
-        runs alone, others coalesce in ``batched`` (@serve.batch); counted in the metrics."""
+        """One handle call: an empty request answers at once; one that fills a batch or finds
+        the replica idle runs a pass of its own at once; others coalesce in ``batched``
+        (@serve.batch); counted in the metrics."""
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -167,10 +169,16 @@ class _ModelReplica(Generic[M]):
                 )
             if len(request) == 0:
                 response = empty(self._loaded().version)
-            elif fills_batch(request, limit):
-                response = (await self._forward([request]))[0]
             else:
-                response = await batched(request)
+                alone = skips_queue(request, limit, self._in_progress)
+                self._in_progress += 1
+                try:
+                    if alone:
+                        response = (await self._forward([request]))[0]
+                    else:
+                        response = await batched(request)
+                finally:
+                    self._in_progress -= 1
             outcome = "ok"
             return response
         finally:

@@ -15,6 +15,7 @@ from serving.batching import (
     offsets_of,
     rows_in,
     rows_to_explain,
+    skips_queue,
     split_fraud,
     split_recommend,
 )
@@ -36,6 +37,13 @@ def test_batch_size_counts_rows_not_requests() -> None:
     # A consumer's big poll batch is one forward pass of its own, never cut into pieces.
     assert fills_batch(fraud_request(4096, None), 4096)
     assert not fills_batch(fraud_request(4095, None), 4096)
+
+
+def test_a_request_skips_the_queue_when_the_replica_is_idle_or_it_fills_a_batch() -> None:
+    small = fraud_request(30, None)
+    assert skips_queue(small, 4096, in_progress=0)  # nobody to wait for
+    assert not skips_queue(small, 4096, in_progress=1)  # waits for company, coalesces
+    assert skips_queue(fraud_request(4096, None), 4096, in_progress=3)
 
 
 def test_merge_fraud_concatenates_rows_with_per_row_thresholds() -> None:
