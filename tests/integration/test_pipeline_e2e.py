@@ -39,6 +39,7 @@ from rtml.settings import Settings, Topics
 from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, AppArgs, serve_config
 from serving.deploy import deploy
 from serving.synthetic import save_fraud_model, save_recommender_model
+from store.online import FRAUD_GROUP, OnlineStore
 
 APP = f"e2e-{uuid.uuid4().hex[:6]}"
 T0 = 1_700_000_000_000
@@ -129,7 +130,12 @@ async def run_until(runner: ConsumerRunner, records: int, timeout_s: float = 90.
 
 
 async def test_every_transaction_gets_one_score_from_the_model_and_alerts_above_threshold(
-    app: App, stack_settings: Settings, new_topic, producer: AIOKafkaProducer, redis_prefix
+    app: App,
+    stack_settings: Settings,
+    new_topic,
+    producer: AIOKafkaProducer,
+    redis_client,
+    redis_prefix,
 ) -> None:
     topics = Topics(
         transactions={"name": await new_topic(4), "partitions": 4},
@@ -169,8 +175,9 @@ async def test_every_transaction_gets_one_score_from_the_model_and_alerts_above_
     await producer.flush()
 
     group = f"test-e2e-{uuid.uuid4().hex[:6]}"
-    runner = ConsumerRunner(settings, FraudFeaturesPipeline(settings, group_id=group))
-    await run_until(runner, len(txs))
+    store = OnlineStore(redis_client, namespace=redis_prefix.rstrip(":"))
+    pipeline = FraudFeaturesPipeline(settings, group_id=group, store=store)
+    await run_until(ConsumerRunner(settings, pipeline), len(txs))
 
     scores = [
         msgspec.json.decode(r.value, type=FraudScore)
@@ -195,6 +202,14 @@ async def test_every_transaction_gets_one_score_from_the_model_and_alerts_above_
     assert {a.event_id for a in alerts} == {s.event_id for s in scores if s.score >= THRESHOLD}
     assert all(a.threshold == THRESHOLD for a in alerts)
     assert all(a.reasons and a.reasons[0].feature == "amount" for a in alerts)
+    # The online store has every card's newest row (each batch's last partition is written
+    # after its model call goes out, the others before).
+    newest: dict[str, int] = {}
+    for tx in txs:
+        newest[tx.card_id] = max(newest.get(tx.card_id, 0), tx.event_time)
+    cards = sorted(newest)
+    rows = await store.read(FRAUD_GROUP, cards)
+    assert [row.event_time if row else None for row in rows] == [newest[c] for c in cards]
 
 
 async def test_user_activity_refreshes_recommendations_without_purchased_items(
@@ -205,8 +220,6 @@ async def test_user_activity_refreshes_recommendations_without_purchased_items(
     redis_client,
     redis_prefix,
 ) -> None:
-    from store.online import OnlineStore
-
     topics = Topics(
         user_events={"name": await new_topic(2), "partitions": 2},
         dead_letter={"name": await new_topic(1)},
