@@ -228,26 +228,20 @@ class FraudFeaturesPipeline:
         stats = self.batch_stats
         writes = StoreWrites(self._store, FRAUD_GROUP, stats)
         try:
-            last = await self._features(batches, now_ms, outputs, pending, writes)
+            await self._features(batches, now_ms, outputs, pending, writes)
         except BaseException:
             await writes.abandon()
             raise
         if self._scorer is None or not pending:
-            if last:
-                writes.start(last)
             await writes.wait()
             return outputs
-        # The online-store writes and the model call are independent: overlap them. The call
-        # goes out first: the last partition's write (packing its commands is ~1 ms of this
-        # loop's CPU at 30 rows) then runs while the replica computes, not before the request.
-        scoring = asyncio.ensure_future(
+        # The online-store writes and the model call are independent: overlap them.
+        _, (chunks, poisoned) = await asyncio.gather(
+            writes.wait(),
             stats.timed(
                 "model_call", score_isolating_poison(self._scorer, pending, self._threshold)
-            )
+            ),
         )
-        if last:
-            writes.start(last)
-        _, (chunks, poisoned) = await asyncio.gather(writes.wait(), scoring)
         scored_at = time.time_ns() // 1_000_000
         if chunks:
             scores = np.concatenate(
@@ -278,12 +272,10 @@ class FraudFeaturesPipeline:
         outputs: dict[int, list[OutRecord]],
         pending: list[PendingScore],
         writes: StoreWrites,
-    ) -> list[tuple[str, int, bytes]]:
+    ) -> None:
         """Decode, compute and encode each partition's records in partition order; each
         partition's online-store write starts as soon as its rows exist, so Redis stores them
-        while the next partition is computed (a card belongs to one partition). The last
-        partition's rows are returned instead, for ``process`` to write once the model call is
-        out."""
+        while the next partition is computed (a card belongs to one partition)."""
         stats = self.batch_stats
         scoring = self._scorer is not None
         lap = time.perf_counter()
@@ -343,8 +335,6 @@ class FraudFeaturesPipeline:
                     key = tx.card_id.encode()
                     out.append(OutRecord(self._features_topic, key, payload, now_ms))
             lap = stats.lap("features", lap)
-            if newest and batch is batches[-1]:
-                return list(newest.values())
             if newest:
                 writes.start(list(newest.values()))
                 # Two loop turns let the write go out (one takes a pooled connection, one
@@ -352,7 +342,6 @@ class FraudFeaturesPipeline:
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
                 lap = time.perf_counter()
-        return []
 
     def _profiles_of(self, transactions: list[Transaction]) -> dict[str, UserProfile]:
         get = self._profiles.get
