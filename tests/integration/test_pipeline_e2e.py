@@ -202,8 +202,7 @@ async def test_every_transaction_gets_one_score_from_the_model_and_alerts_above_
     assert {a.event_id for a in alerts} == {s.event_id for s in scores if s.score >= THRESHOLD}
     assert all(a.threshold == THRESHOLD for a in alerts)
     assert all(a.reasons and a.reasons[0].feature == "amount" for a in alerts)
-    # The online store has every card's newest row (each batch's last partition is written
-    # after its model call goes out, the others before).
+    # The online store has every card's newest row (written beside the model call).
     newest: dict[str, int] = {}
     for tx in txs:
         newest[tx.card_id] = max(newest.get(tx.card_id, 0), tx.event_time)
