@@ -18,20 +18,28 @@ from aiokafka.partitioner import murmur2
 
 
 class KeyPartitioner:
-    """Kafka's default partitioner (murmur2 of the key), with a bounded memo per key."""
+    """Kafka's default partitioner (murmur2 of the key), with a bounded memo per key.
+
+    The memo maps bytes to int, one dict per partition count: it holds no container, so the
+    garbage collector never tracks it. Keyed by ``(key, count)`` tuples it was tracked (each
+    new tuple is), went back among the young objects whenever a key was added, and every
+    collection between batches walked all of its up to ``max_entries`` entries again.
+    """
 
     def __init__(self, max_entries: int = 500_000) -> None:
-        self._memo: dict[tuple[bytes, int], int] = {}
+        self._memo: dict[int, dict[bytes, int]] = {}
         self._max_entries = max_entries
 
     def __call__(self, key: bytes, partitions: int) -> int:
-        memo_key = (key, partitions)
-        partition = self._memo.get(memo_key)
+        memo = self._memo.get(partitions)
+        if memo is None:
+            memo = self._memo[partitions] = {}
+        partition = memo.get(key)
         if partition is None:
             partition = (murmur2(key) & 0x7FFFFFFF) % partitions
-            if len(self._memo) >= self._max_entries:
-                self._memo.clear()
-            self._memo[memo_key] = partition
+            if len(memo) >= self._max_entries:
+                memo.clear()
+            memo[key] = partition
         return partition
 
 
