@@ -235,8 +235,10 @@ class ConsumerRunner(ConsumerRebalanceListener):
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
                     await self._recover(consumer)
-                # Every turn, idle or failing ones too: the automatic collections are off.
+                # Every turn, idle or failing ones too: the automatic collections are off, and
+                # the metrics' exports are coalesced.
                 self._collect_garbage()
+                self.metrics.flush_when_due()
         finally:
             async with self._lock:
                 await self._settle_commits(raise_errors=False)
@@ -244,6 +246,7 @@ class ConsumerRunner(ConsumerRebalanceListener):
                 await self._close_sessions(list(self._sessions))
             await consumer.stop()  # leaves the group: the others take over at once
             await pipeline.stop()
+            self.metrics.flush()
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
         if self._listener_error is not None:

@@ -219,6 +219,15 @@ class PipelineMetrics:
             {**self._tags, "group": self.group, "topic": self.topic, "partition": str(partition)},
         )
 
+    def flush(self) -> None:
+        """Hand the coalesced exports to Ray now (a runner that stops)."""
+        self._export.flush()
+
+    def flush_when_due(self) -> None:
+        """Hand them over if the export's interval is over: every turn of the loop, idle ones
+        too, so a batch's counts do not wait for the next batch."""
+        self._export.flush_when_due()
+
     def summary(self) -> dict[str, Any]:
         """Local totals since the actor started (plain data, for ``stats()``)."""
         e2e = self.end_to_end
