@@ -177,7 +177,9 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
     from bench.runner import elapsed_since, now_iso, run_scenarios, write_outputs
     from bench.scenario import BenchContext
     from bench.scenarios import load
+    from rtml.interrupts import interrupt_on_sigterm
 
+    interrupt_on_sigterm()  # a SIGTERM stops the stack too
     options = options_from_args(args)
     if not getattr(args, "verbose", False):
         # Per-partition INFO lines of the clients and sessions drown the progress lines.
@@ -216,6 +218,7 @@ def bench_command(settings: Settings, args: argparse.Namespace) -> int:
             )
             say("starting a local Ray instance")
             start_ray(bench)
+            interrupt_on_sigterm()  # Ray's driver installed its own, which aborts
         ctx = BenchContext(options, bench, results, out, stem, say)
         failures = asyncio.run(run_scenarios(ctx, scenarios))
     finally:

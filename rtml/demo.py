@@ -61,6 +61,9 @@ def _positive(text: str) -> float:
 
 def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     from infra import stack
+    from rtml.interrupts import interrupt_on_sigterm
+
+    interrupt_on_sigterm()  # stops the actors, Serve and Ray as Ctrl-C does
 
     say("starting the local stack (Kafka, Redis)")
     stack.up(settings)
