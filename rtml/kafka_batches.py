@@ -18,7 +18,8 @@ from aiokafka.partitioner import murmur2
 
 
 class KeyPartitioner:
-    """Kafka's default partitioner (murmur2 of the key), with a bounded memo per key.
+    """Kafka's default partitioner (murmur2 of the key), with a memo per key (at most
+    ``max_entries`` per partition count; a full one starts over).
 
     The memo maps bytes to int, one dict per partition count: it holds no container, so the
     garbage collector never tracks it. Keyed by ``(key, count)`` tuples it was tracked (each
