@@ -369,16 +369,41 @@ class KeyedEngine(Generic[S]):
         them with ``restore_record`` (prefix removed), then ``finish_restore``. Write the
         partition's clock beside them (``serialize_partition``).
         """
+        keys = list(self.take_touched(partition))
+        heads, out = self.changelog_parts(partition, keys, prefix)
+        out[:0] = [(prefix + entity_key(k), v) for k, v in zip(keys, heads, strict=True)]
+        return out
+
+    def holds(self, partition: int, key: str) -> bool:
+        """Whether ``key`` has state, or a restored head waiting for ``finish_restore``."""
         part = self._partition(partition)
-        if self._sliced and not self._track:
-            raise RuntimeError("assign the partition with changelog=True before writing it")
-        touched = list(part.touched)
-        part.touched.clear()
+        return key in part.keys or key in part.pending
+
+    def take_touched(self, partition: int) -> set[str]:
+        """The keys touched since the last call (the engine starts a new set)."""
+        part = self._partition(partition)
+        touched, part.touched = part.touched, set()
+        return touched
+
+    def changelog_parts(
+        self, partition: int, keys: Sequence[str], prefix: bytes = b""
+    ) -> tuple[list[bytes | None], list[tuple[bytes, bytes | None]]]:
+        """The changelog of ``keys`` (touched or not) in two parts: per key in order, the value
+        of its record under ``prefix`` + the key (its whole state or head; None: a tombstone),
+        and the other records (its slices, keyed as in ``changelog``).
+
+        For a caller that writes the key record elsewhere, e.g. one record with another
+        engine's state for the same key (``consumers.pipelines.fraud_partition``)."""
+        part = self._partition(partition)
         if not self._sliced:
-            return [(prefix + entity_key(k), self.serialize(partition, k)) for k in touched]
+            return [self.serialize(partition, k) for k in keys], []
+        if not self._track:
+            raise RuntimeError("assign the partition with changelog=True before writing it")
+        heads: list[bytes | None] = []
+        put = heads.append
         out: list[tuple[bytes, bytes | None]] = []
         add = out.append
-        keys, gone, wm = part.keys, part.gone, part.watermark
+        states, gone, wm = part.keys, part.gone, part.watermark
         trim, whole, head, encode_slice, entry_times = (
             self._trim,
             self._encode,
@@ -387,10 +412,9 @@ class KeyedEngine(Generic[S]):
             self._entry_times,
         )
         width, fmt = SLICE_MS, _SLICE_FMT
-        for key in touched:
-            kb = entity_key(key)
+        for key in keys:
             dead = gone.pop(key, None) if gone else None
-            st = keys.get(key)
+            st = states.get(key)
             if st is not None:
                 # A key with an event within the lateness is written as it is (its events trim
                 # it): nothing of it expires now. The others are trimmed, maybe to nothing.
@@ -402,17 +426,21 @@ class KeyedEngine(Generic[S]):
                     dead = _union(dead, st.dead)
                     st.dead = None
             if st is None:
-                add((prefix + kb, None))
-                out.extend((fmt % (prefix, s, kb), None) for s in sorted(set(dead or ())))
+                put(None)
+                if dead:
+                    kb = entity_key(key)
+                    out.extend((fmt % (prefix, s, kb), None) for s in sorted(set(dead)))
                 continue
             times = entry_times(st)
             low = st.low
             if low == NO_TIME and len(times) <= WHOLE_MAX_ENTRIES:
-                add((prefix + kb, whole(st)))  # a small key: one record, no slices
+                put(whole(st))  # a small key: one record, no slices
                 if dead:  # slices of a sliced key that expired since, and came back
+                    kb = entity_key(key)
                     out.extend((fmt % (prefix, s, kb), None) for s in sorted(set(dead)))
                 continue
-            add((prefix + kb, head(st)))
+            put(head(st))
+            kb = entity_key(key)
             if low == CLEAN:
                 written: list[int] = []
             else:
@@ -436,7 +464,7 @@ class KeyedEngine(Generic[S]):
                     i = bisect_left(times, s * width)
                     j = bisect_left(times, (s + 1) * width, i)
                     add((fmt % (prefix, s, kb), encode_slice(st, i, j) if j > i else None))
-        return out
+        return heads, out
 
     def restore_record(self, partition: int, key: bytes, data: bytes | None) -> None:
         """Load one changelog record written by ``changelog`` (its prefix removed). A whole

@@ -91,6 +91,20 @@ class CardSliceV3(msgspec.Struct, array_like=True, tag="fs3"):
     merchants: list[str]
 
 
+class FraudCardV1(msgspec.Struct, array_like=True, tag="fc1"):
+    """One card's window state and pattern state in one changelog record, under the card's key.
+
+    Each is the record its engine writes for the card (whole state or head: a card format
+    above, a pattern format of ``features.patterns.state``), embedded as is; nil where that
+    engine holds no state for the card. One record per card instead of one per engine halves
+    the changelog records of a batch (``consumers.pipelines.fraud_partition``). The slices of
+    either buffer keep their own records.
+    """
+
+    card: msgspec.Raw
+    patterns: msgspec.Raw
+
+
 class UserStateV1(msgspec.Struct, array_like=True, tag="r1"):
     """One user's recommendation state.
 
@@ -117,3 +131,4 @@ partition_meta_decoder = msgspec.msgpack.Decoder(PartitionMetaV1)
 card_state_decoder = msgspec.msgpack.Decoder(CardStateV1 | CardStateV2 | CardHeadV3)
 card_slice_decoder = msgspec.msgpack.Decoder(CardSliceV3)
 user_state_decoder = msgspec.msgpack.Decoder(UserStateV1)
+fraud_card_decoder = msgspec.msgpack.Decoder(FraudCardV1)
