@@ -281,7 +281,8 @@ class PatternEngine(KeyedEngine[PatternState]):
         self, runs: RuleRuns, done: RuleDone, event: Event
     ) -> tuple[RuleRuns, RuleDone, list[list[tuple[str, ...]]]]:
         """Advance every rule by ``event``; returns the runs and done (lists where a rule got
-        some, copied from the shared empty tuples then) and the matches completed per rule."""
+        some, copied from the shared empty tuples then; a rule's runs list is updated in place)
+        and the matches completed per rule."""
         t, kind, mask, event_id = event
         out: list[list[tuple[str, ...]]] = []
         for r, (rule, first_kind, first_bit) in enumerate(self._starts):
@@ -290,10 +291,13 @@ class PatternEngine(KeyedEngine[PatternState]):
             if live or (kind == first_kind and mask & first_bit):
                 completed: list[tuple[str, ...]] = []
                 after = advance(rule, live, t, kind, mask, event_id, completed)
-                if after or live:
+                if after is live:  # the card's list, updated in place
+                    if not after:
+                        runs[r] = ()  # type: ignore[index]
+                elif after:
                     if isinstance(runs, tuple):
                         runs = list(runs)
-                    runs[r] = after or ()
+                    runs[r] = after
                 if completed:
                     if isinstance(done, tuple):
                         done = list(done)

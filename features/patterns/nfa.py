@@ -30,19 +30,23 @@ MAX_RUNS_PER_RULE = 256  # a runaway key keeps its newest partial matches only
 
 def advance(
     rule: CompiledRule,
-    runs: list[Run],
+    runs: list[Run] | tuple[()],
     t: int,
     kind: int,
     mask: int,
     event_id: str,
     completed: list[tuple[str, ...]],
 ) -> list[Run]:
-    """The runs after the event ``(t, kind, mask, event_id)``; matches go to ``completed``."""
+    """The runs after the event ``(t, kind, mask, event_id)``; matches go to ``completed``.
+
+    A list of runs is updated in place and returned: a card's runs stay the same list from
+    event to event, instead of a new list per event for the garbage collector to scan.
+    """
     steps = rule.steps
     last = len(steps) - 1
     oldest = t - rule.within
-    out: list[Run] = []
-    keep = out.append
+    out: list[Run] = runs if type(runs) is list else []
+    w = 0  # runs kept so far, written over the ones already read (w never passes the reader)
     for run in runs:
         i, n, start, ids = run
         if start < oldest:
@@ -55,17 +59,21 @@ def advance(
                 if i + 1 == last and nxt.min == 1:
                     completed.append(taken)
                 else:
-                    keep((i + 1, 1, start, taken))
+                    out[w] = (i + 1, 1, start, taken)
+                    w += 1
                 continue
             if n < cur.max and kind == cur.kind and mask & cur.bit:
-                keep((i, n + 1, start, (*ids, event_id)))
+                out[w] = (i, n + 1, start, (*ids, event_id))
+                w += 1
                 continue
             if mask & nxt.kill or (nxt.strict and kind == nxt.kind):
                 continue
             if cur.strict and kind == cur.kind and n < cur.max:
-                keep((i, cur.max, start, ids))  # no more repetitions
+                out[w] = (i, cur.max, start, ids)  # no more repetitions
+                w += 1
                 continue
-            keep(run)
+            out[w] = run
+            w += 1
         elif kind == cur.kind:
             if mask & cur.bit:
                 n += 1
@@ -73,17 +81,21 @@ def advance(
                 if i == last and n == cur.min:
                     completed.append(taken)
                 else:
-                    keep((i, n, start, taken))
+                    out[w] = (i, n, start, taken)
+                    w += 1
             elif not cur.strict:
-                keep(run)
+                out[w] = run
+                w += 1
         else:
-            keep(run)
+            out[w] = run
+            w += 1
+    del out[w:]
     first = steps[0]
     if kind == first.kind and mask & first.bit:
         if last == 0 and first.min == 1:
             completed.append((event_id,))
         else:
-            keep((0, 1, t, (event_id,)))
+            out.append((0, 1, t, (event_id,)))
     if len(out) > MAX_RUNS_PER_RULE:
         del out[: len(out) - MAX_RUNS_PER_RULE]
     return out
