@@ -10,7 +10,10 @@ Key layout (``{ns}`` is the namespace, ``rtml`` by default)::
 ``group`` is a feature group: ``fraud`` (entity card_id), ``recsys`` (user_id),
 ``profile`` (user_id, the materialized user-profiles table), ``recs`` (user_id, the latest
 top-K the recommendation consumers ranked, a ``Recommendation``). The group names below are
-the one place both the consumers (writers) and serving (readers) take them from.
+the one place both the consumers (writers) and serving (readers) take them from. A fraud row's
+``v`` is ~1.1 KB: the local redis-server keeps such hashes in the compact listpack encoding
+(``hash-max-listpack-value 2048`` in ``infra/redis_server.py``); set it on a Redis of your own
+for the same memory.
 
 Writes are guarded by a server-side script: a row whose event_time is older than the stored
 one never overwrites it, so replays and out-of-order events cannot make features go back in

@@ -1,9 +1,12 @@
 """The serialized pattern state of one card (msgpack via msgspec), and its changelog keys.
 
 Pattern state shares the fraud pipeline's changelog topic and transactions with the window
-state, under its own keys: ``PATTERN_KEY_PREFIX + card_id`` per card and ``PATTERN_META_KEY``
-for the partition's clock (a card id that starts with NUL is escaped: ``ESCAPE_PREFIX``). To
-evolve the format add a ``...V2`` with a new tag; never change a released struct.
+state: a card's record (whole state or head) goes inside the card's combined record
+(``features.state.FraudCardV1``, under the card's key), its slices under ``PATTERN_KEY_PREFIX``
++ their slice key, the partition's clock under ``PATTERN_META_KEY`` (a card id that starts with
+NUL is escaped: ``ESCAPE_PREFIX``). Changelogs written before the combined record hold the card
+records under ``PATTERN_KEY_PREFIX + card_id``. To evolve the format add a ``...V2`` with a new
+tag; never change a released struct.
 """
 
 from __future__ import annotations

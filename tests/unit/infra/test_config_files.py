@@ -194,6 +194,7 @@ def test_redis_config_is_loopback_aof_everysec(tmp_path: Path) -> None:
     # Overwrites of the same keys: rewritten at 5x the last rewrite, not at 2x (Redis's default).
     assert config["auto-aof-rewrite-percentage"] == "400"
     assert config["auto-aof-rewrite-min-size"] == "256mb"
+    assert config["hash-max-listpack-value"] == "2048"  # online-store rows stay listpacks
     assert config["daemonize"] == "yes"
     assert config["pidfile"] == str(settings.redis_data_dir / "redis.pid")
     assert config["dir"] == str(settings.redis_data_dir)
