@@ -2,16 +2,17 @@
 
 Both engines' records go to the same changelog partition in the same Kafka transaction. A
 touched card is written as one record under its key (``FraudCardV1``: the card engine's whole
-state or head, and the pattern engine's), where each engine used to write its own: half the
-records per batch, for the producer, the broker, the log cleaner and a restore. The slices of
-either buffer keep their own records (the pattern ones under ``PATTERN_KEY_PREFIX``), and so
+state or head, and the pattern engine's), where each engine used to write its own: about half
+the records per batch, for the producer, the broker, the log cleaner and a restore. The slices
+of either buffer keep their own records (the pattern ones under ``PATTERN_KEY_PREFIX``), and so
 do the two clocks (``PARTITION_META_KEY``, ``PATTERN_META_KEY``). A restore after a crash or a
 rebalance brings back the partial matches exactly as it brings back the windows.
 
 Changelogs written before the combined record hold each card's pattern state under
 ``PATTERN_KEY_PREFIX`` + its key. They restore as before, unless a combined record for the card
-is there too (it is newer: the pattern record is stale); the first commit after such a restore
-writes the card's combined record and a tombstone for the old one, in one transaction.
+is there too (it is newer: the pattern record is stale). The commits after such a restore
+migrate them, ``MIGRATE_PER_COMMIT`` cards at a time: each card's combined record and a
+tombstone for its old one, in the same transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _META = PATTERN_META_KEY.encode()
 _NIL_BYTES = b"\xc0"  # msgpack nil: no state in that engine
 _NIL = msgspec.Raw(_NIL_BYTES)
 _COMBINED = encoder.encode(FraudCardV1(_NIL, _NIL))[:-2]  # what every combined record starts with
+MIGRATE_PER_COMMIT = 10_000  # cards: keeps a migrating commit near the size of a usual one
 
 
 class FraudPartition(EnginePartition):
@@ -82,7 +84,8 @@ class FraudPartition(EnginePartition):
         engine, patterns, partition = self.engine, self.patterns, self.partition
         keys = engine.take_touched(partition)
         keys |= patterns.take_touched(partition)
-        migrate, self._migrate = self._migrate, []
+        migrate = self._migrate[-MIGRATE_PER_COMMIT:]
+        del self._migrate[-MIGRATE_PER_COMMIT:]
         keys.update(entity_of(key) for key in migrate)
         order = list(keys)
         cards, changes = engine.changelog_parts(partition, order)

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from consumers.pipelines import fraud_partition
 from consumers.pipelines.fraud_partition import FraudPartition
 from contracts.events import Transaction
 from features.definitions import DAY_MS
@@ -153,6 +154,24 @@ def test_a_changelog_written_before_the_combined_record_restores_and_migrates() 
         (b"\x00partition-meta", live.engine.serialize_partition(0)),
         (PATTERN_META_KEY.encode(), live.patterns.serialize_partition(0)),
     ]  # migrated once
+
+
+def test_a_large_migration_is_spread_over_commits_and_restores_at_any_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fraud_partition, "MIGRATE_PER_COMMIT", 2)
+    live = FraudPartition(FraudFeatureEngine(), PatternEngine(load_rules()), 0)
+    log: dict[bytes, bytes] = {}
+    feed(live, [tx(i, f"c{i}") for i in range(5)])
+    fold(log, legacy_drain(live))
+    old = PATTERN_KEY_PREFIX.encode()
+    restored = restore(log)
+    left = []
+    for _ in range(3):
+        fold(log, restored.drain_changelog())
+        left.append(sum(1 for key in log if key.startswith(old)))
+        assert state(restore(log)) == state(live)  # a crash between two of them loses nothing
+    assert left == [3, 1, 0]
 
 
 def test_a_combined_record_wins_over_an_old_pattern_record_of_the_card() -> None:
