@@ -311,10 +311,7 @@ class KeyedEngine(Generic[S]):
 
         Write ``serialize(partition, key)`` for each to the changelog (None: a tombstone).
         """
-        part = self._partition(partition)
-        touched = list(part.touched)
-        part.touched.clear()
-        return touched
+        return list(self.take_touched(partition))
 
     def serialize(self, partition: int, key: str) -> bytes | None:
         """The key's state as compact msgpack, or None when it has none left (a tombstone)."""
