@@ -211,6 +211,21 @@ def test_cards_without_runs_share_empty_ones_and_a_match_stays_on_its_card() -> 
     assert h.restarted().one(tx("big2", 8, 250.0, card="c1"))["card_testing"] == (1, 1)
 
 
+def test_a_cards_runs_stay_the_same_list_from_event_to_event() -> None:
+    """Impossible travel keeps a live run on every card: it is updated in place, not a new
+    list per event for the garbage collector; a rule whose runs all die shares the empty
+    tuple again."""
+    h = Harness()
+    h.one(tx("a", 0, 1.0, card="c1"))
+    state = h.patterns._partition(0).keys["c1"]
+    travel, probes = state.runs[1], state.runs[0]
+    assert isinstance(travel, list) and isinstance(probes, list)  # a probe started card testing
+    h.one(tx("b", MINUTE_MS, 50.0, card="c1"))
+    assert state.runs[1] is travel and [run[3] for run in travel] == [("b",)]
+    h.one(tx("c", 20 * MINUTE_MS, 50.0, card="c1"))  # the probe's run is past its 10 minutes
+    assert state.runs[1] is travel and state.runs[0] == ()
+
+
 # -- out of order (within the allowed lateness) ------------------------------------------------
 
 
