@@ -367,9 +367,10 @@ class KeyedEngine(Generic[S]):
         partition's clock beside them (``serialize_partition``).
         """
         keys = list(self.take_touched(partition))
-        heads, out = self.changelog_parts(partition, keys, prefix)
-        out[:0] = [(prefix + entity_key(k), v) for k, v in zip(keys, heads, strict=True)]
-        return out
+        heads, slices = self.changelog_parts(partition, keys, prefix)
+        records = [(prefix + entity_key(k), v) for k, v in zip(keys, heads, strict=True)]
+        records += slices
+        return records
 
     def holds(self, partition: int, key: str) -> bool:
         """Whether ``key`` has state, or a restored head waiting for ``finish_restore``."""

@@ -96,9 +96,9 @@ class FraudCardV1(msgspec.Struct, array_like=True, tag="fc1"):
 
     Each is the record its engine writes for the card (whole state or head: a card format
     above, a pattern format of ``features.patterns.state``), embedded as is; nil where that
-    engine holds no state for the card. One record per card instead of one per engine halves
-    the changelog records of a batch (``consumers.pipelines.fraud_partition``). The slices of
-    either buffer keep their own records.
+    engine holds no state for the card. One record per card instead of one per engine: about
+    half the changelog records of a batch (``consumers.pipelines.fraud_partition``). The
+    slices of either buffer keep their own records.
     """
 
     card: msgspec.Raw
