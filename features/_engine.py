@@ -366,7 +366,7 @@ class KeyedEngine(Generic[S]):
         them with ``restore_record`` (prefix removed), then ``finish_restore``. Write the
         partition's clock beside them (``serialize_partition``).
         """
-        keys = list(self.take_touched(partition))
+        keys = self.drain_touched(partition)
         heads, slices = self.changelog_parts(partition, keys, prefix)
         records = [(prefix + entity_key(k), v) for k, v in zip(keys, heads, strict=True)]
         records += slices
